@@ -1,0 +1,564 @@
+"""ClusterState: every read and write of podium's state, as typed store transactions.
+
+The API, the controllers and the tools all go through here, so the key layout
+(:mod:`podium.state.keys`) and the guards of each write live in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from podium.model import (
+    Binding,
+    GuestState,
+    HostName,
+    HostSpec,
+    HostState,
+    Kind,
+    Manifest,
+    Resources,
+)
+from podium.state import keys
+from podium.store import Compare, Delete, KeyValue, Op, Put, Store
+
+Clock = Callable[[], float]
+JSON = dict[str, Any]
+
+MAX_TXN_RETRIES = 20
+
+
+def dumps(value: Any) -> bytes:
+    """Canonical JSON (sorted keys, compact), so equal values compare equal as bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def loads(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+class StateError(Exception):
+    """Root of state-layer errors (``podium.state``).
+
+    ::
+
+        StateError
+        ├── NotFound        the object does not exist
+        ├── Conflict        a guarded write lost a race or breaks an ownership rule
+        └── StaleEpoch      an agent reported for a binding that is no longer current
+    """
+
+
+class NotFound(StateError):
+    """The named object does not exist."""
+
+
+class Conflict(StateError):
+    """The write conflicts with the current state (retry, or change the request)."""
+
+
+class StaleEpoch(StateError):
+    """The reporter is not the current holder of the guest's binding."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """Per object: ``created``, ``configured`` or ``unchanged``; and the revision written."""
+
+    actions: tuple[tuple[str, str, str], ...]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What an agent is asked to run: one guest at one epoch."""
+
+    guest: str
+    uid: str
+    epoch: int
+    spec: JSON
+
+
+class ClusterState:
+    """Typed operations over a :class:`~podium.store.Store`."""
+
+    def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
+        self.store = store
+        self._clock = clock
+
+    # -- generic helpers ---------------------------------------------------------
+
+    async def _get_json(self, key: str) -> tuple[Any, KeyValue | None]:
+        kv = await self.store.get(key)
+        return (loads(kv.value) if kv else None), kv
+
+    # -- objects (App, Guest, Host) ------------------------------------------------
+
+    async def apply(self, manifests: Sequence[Manifest]) -> ApplyResult:
+        """Create or update every object in one transaction: all or nothing.
+
+        A Guest owned by an App cannot be applied directly (change the App).
+        """
+        for _ in range(MAX_TXN_RETRIES):
+            compares: list[Compare] = []
+            ops: list[Op] = []
+            actions: list[tuple[str, str, str]] = []
+            for m in manifests:
+                key = keys.object_key(m.kind, m.name)
+                current, kv = await self._get_json(key)
+                if current and current.get("owner"):
+                    raise Conflict(
+                        f"{m.kind.value} {m.name!r} is owned by App {current['owner']!r}; "
+                        "change the App instead"
+                    )
+                if kv is None:
+                    record = self._new_record(m.kind, m.name, m.spec)
+                    compares.append(Compare(key, "version", "=", 0))
+                    actions.append((m.kind.value, m.name, "created"))
+                else:
+                    compares.append(Compare(key, "mod", "=", kv.mod_revision))
+                    if current["spec"] == m.spec:
+                        actions.append((m.kind.value, m.name, "unchanged"))
+                        continue
+                    record = {**current, "spec": m.spec}
+                    actions.append((m.kind.value, m.name, "configured"))
+                ops.append(Put(key, dumps(record)))
+            result = await self.store.txn(compares, ops)
+            if result.succeeded:
+                return ApplyResult(tuple(actions), result.revision)
+        raise Conflict("apply: objects kept changing during the apply; try again")
+
+    def _new_record(self, kind: Kind, name: str, spec: JSON, owner: str | None = None) -> JSON:
+        record: JSON = {
+            "kind": kind.value,
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "created": self._clock(),
+            "spec": spec,
+        }
+        if owner:
+            record["owner"] = owner
+        return record
+
+    async def create_owned_guests(self, app: str, specs: Sequence[tuple[str, JSON]]) -> int:
+        """Create guests owned by ``app`` (skipping names that exist); return how many."""
+        ops: list[Op] = []
+        compares: list[Compare] = []
+        for name, spec in specs:
+            key = keys.object_key(Kind.GUEST, name)
+            compares.append(Compare(key, "version", "=", 0))
+            ops.append(Put(key, dumps(self._new_record(Kind.GUEST, name, spec, owner=app))))
+        if not ops:
+            return 0
+        result = await self.store.txn(compares, ops)
+        if result.succeeded:
+            return len(ops)
+        created = 0
+        for op in ops:  # one of them lost a race: create the others one by one
+            assert isinstance(op, Put)
+            r = await self.store.txn([Compare(op.key, "version", "=", 0)], [op])
+            created += r.succeeded
+        return created
+
+    async def get_record(self, kind: Kind, name: str) -> JSON | None:
+        record, _ = await self._get_json(keys.object_key(kind, name))
+        return record  # type: ignore[no-any-return]
+
+    async def list_records(self, kind: Kind) -> tuple[list[JSON], int]:
+        res = await self.store.range(keys.object_prefix(kind))
+        return [loads(kv.value) for kv in res.kvs], res.revision
+
+    async def get_object(self, kind: Kind, name: str) -> JSON:
+        """The API view of one object: record plus status. Raises :class:`NotFound`."""
+        record = await self.get_record(kind, name)
+        if record is None:
+            raise NotFound(f"{kind.value} {name!r} not found")
+        return await self._view(kind, record)
+
+    async def list_objects(self, kind: Kind) -> tuple[list[JSON], int]:
+        """API views of every object of a kind, and the revision they were read at."""
+        records, revision = await self.list_records(kind)
+        if kind is Kind.GUEST:
+            return await self._guest_views(records), revision
+        if kind is Kind.HOST:
+            return await self._host_views(records), revision
+        return [await self._view(kind, r) for r in records], revision
+
+    async def _view(self, kind: Kind, record: JSON) -> JSON:
+        if kind is Kind.GUEST:
+            return (await self._guest_views([record]))[0]
+        if kind is Kind.HOST:
+            return (await self._host_views([record]))[0]
+        return await self._app_view(record)
+
+    async def _guest_views(self, records: list[JSON]) -> list[JSON]:
+        bindings = await self._map(keys.BINDINGS)
+        reports = await self._map(keys.GUEST_STATUS)
+        return [guest_view(r, bindings.get(r["name"]), reports.get(r["name"])) for r in records]
+
+    async def _host_views(self, records: list[JSON]) -> list[JSON]:
+        statuses = await self._map(keys.HOST_STATUS)
+        live = await self._map(keys.HOST_LIVE)
+        bindings = await self._map(keys.BINDINGS)
+        guests = {g["name"]: g for g in (await self.list_records(Kind.GUEST))[0]}
+        views = []
+        for r in records:
+            name = r["name"]
+            allocated = Resources()
+            count = 0
+            for gname, b in bindings.items():
+                if b.get("host") == name and gname in guests:
+                    allocated = allocated + Resources.from_dict(guests[gname]["spec"]["request"])
+                    count += 1
+            views.append(host_view(r, statuses.get(name), name in live, allocated, count))
+        return views
+
+    async def _app_view(self, record: JSON) -> JSON:
+        guests = [
+            g
+            for g in await self._guest_views((await self.list_records(Kind.GUEST))[0])
+            if g.get("owner") == record["name"]
+        ]
+        running = sum(1 for g in guests if g["status"]["state"] == GuestState.RUNNING.value)
+        return {
+            **_public(record),
+            "status": {"replicas": len(guests), "running": running},
+        }
+
+    async def _map(self, prefix: str) -> dict[str, JSON]:
+        res = await self.store.range(prefix)
+        return {kv.key[len(prefix) :]: loads(kv.value) for kv in res.kvs}
+
+    async def delete_object(self, kind: Kind, name: str, *, force_owned: bool = False) -> int:
+        """Delete an object and everything keyed by it; return the revision.
+
+        Deleting a guest also removes its binding and assignment (its agent stops it).
+        Raises :class:`NotFound`, or :class:`Conflict` for a guest owned by an App.
+        """
+        key = keys.object_key(kind, name)
+        record, kv = await self._get_json(key)
+        if kv is None:
+            raise NotFound(f"{kind.value} {name!r} not found")
+        if record.get("owner") and not force_owned:
+            raise Conflict(
+                f"Guest {name!r} is owned by App {record['owner']!r}; "
+                "scale or delete the App instead"
+            )
+        ops: list[Op] = [Delete(key)]
+        if kind is Kind.GUEST:
+            binding, _ = await self._get_json(keys.binding_key(name))
+            ops += [Delete(keys.binding_key(name)), Delete(keys.guest_status_key(name))]
+            if binding and binding.get("host"):
+                ops.append(Delete(keys.assign_key(binding["host"], name)))
+        elif kind is Kind.HOST:
+            ops += [Delete(keys.host_status_key(name)), Delete(keys.host_live_key(name))]
+        result = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], ops)
+        if not result.succeeded:
+            raise Conflict(f"{kind.value} {name!r} changed while deleting it; try again")
+        return result.revision
+
+    # -- hosts ---------------------------------------------------------------------
+
+    async def register_host(
+        self, name: HostName, spec: HostSpec, *, lease: int, driver: str, agent_version: str
+    ) -> None:
+        """Create or refresh a host's record and mark it live on ``lease``.
+
+        Keeps an operator's cordon across re-registration.
+        """
+        key = keys.object_key(Kind.HOST, name)
+        current, _ = await self._get_json(key)
+        cordoned = bool(current and current["spec"].get("cordoned"))
+        spec_json: JSON = {
+            "capacity": spec.capacity.to_dict(),
+            "labels": dict(spec.labels),
+            "cordoned": cordoned,
+        }
+        record = (
+            {**current, "spec": spec_json}
+            if current
+            else self._new_record(Kind.HOST, name, spec_json)
+        )
+        status = {
+            "state": HostState.READY.value,
+            "lease": lease,
+            "driver": driver,
+            "agent_version": agent_version,
+            "since": self._clock(),
+        }
+        await self.store.txn(
+            [],
+            [
+                Put(key, dumps(record)),
+                Put(keys.host_status_key(name), dumps(status)),
+                Put(keys.host_live_key(name), dumps({"lease": lease}), lease=lease),
+            ],
+        )
+
+    async def set_host_state(self, name: str, state: HostState) -> None:
+        """Record a host's liveness as the controllers judge it."""
+        current, _ = await self._get_json(keys.host_status_key(name))
+        status = dict(current or {})
+        if status.get("state") == state.value:
+            return
+        status.update(state=state.value, since=self._clock())
+        await self.store.put(keys.host_status_key(name), dumps(status))
+
+    async def set_cordoned(self, name: str, cordoned: bool) -> None:
+        key = keys.object_key(Kind.HOST, name)
+        record, kv = await self._get_json(key)
+        if kv is None:
+            raise NotFound(f"Host {name!r} not found")
+        record["spec"]["cordoned"] = cordoned
+        result = await self.store.txn(
+            [Compare(key, "mod", "=", kv.mod_revision)], [Put(key, dumps(record))]
+        )
+        if not result.succeeded:
+            raise Conflict(f"Host {name!r} changed meanwhile; try again")
+
+    # -- bindings --------------------------------------------------------------------
+
+    async def get_binding(self, guest: str) -> tuple[Binding, int]:
+        """The guest's binding and its mod revision (0, epoch 0 if never bound)."""
+        data, kv = await self._get_json(keys.binding_key(guest))
+        if kv is None:
+            return Binding(guest, None, 0), 0
+        return Binding(guest, data.get("host"), int(data["epoch"])), kv.mod_revision
+
+    async def bind(
+        self, guest: str, host: str | None, *, expected_revision: int, extra: Sequence[Compare] = ()
+    ) -> Binding | None:
+        """Move a guest's binding to ``host`` (``None``: unbind) with the next epoch.
+
+        Guarded by the binding's mod revision (0 for never bound) and ``extra``
+        compares (e.g. leadership); returns the new binding, or ``None`` if a guard
+        failed (re-read and decide again).
+        """
+        data, kv = await self._get_json(keys.binding_key(guest))
+        current_rev = kv.mod_revision if kv else 0
+        if current_rev != expected_revision:
+            return None
+        record, gkv = await self._get_json(keys.object_key(Kind.GUEST, guest))
+        if gkv is None:
+            return None
+        old_host = data.get("host") if data else None
+        epoch = (int(data["epoch"]) if data else 0) + 1
+        ops: list[Op] = [Put(keys.binding_key(guest), dumps({"host": host, "epoch": epoch}))]
+        if old_host and old_host != host:
+            ops.append(Delete(keys.assign_key(old_host, guest)))
+        if host:
+            assignment = {
+                "guest": guest,
+                "uid": record["uid"],
+                "epoch": epoch,
+                "spec": record["spec"],
+            }
+            ops.append(Put(keys.assign_key(host, guest), dumps(assignment)))
+        compares = [
+            Compare(keys.binding_key(guest), "mod", "=", expected_revision),
+            Compare(keys.object_key(Kind.GUEST, guest), "mod", "=", gkv.mod_revision),
+            *extra,
+        ]
+        result = await self.store.txn(compares, ops)
+        return Binding(guest, HostName(host) if host else None, epoch) if result.succeeded else None
+
+    async def assignments(self, host: str) -> tuple[list[Assignment], int]:
+        """What ``host`` should run now, and the revision to watch from (+1)."""
+        res = await self.store.range(keys.assign_prefix(host))
+        items = [loads(kv.value) for kv in res.kvs]
+        return [
+            Assignment(a["guest"], a["uid"], a["epoch"], a["spec"]) for a in items
+        ], res.revision
+
+    # -- guest status ------------------------------------------------------------------
+
+    async def report_guest_status(
+        self, host: str, guest: str, epoch: int, state: GuestState, message: str = ""
+    ) -> None:
+        """Record what ``host`` observes of ``guest`` at ``epoch``.
+
+        Raises :class:`StaleEpoch` unless ``host`` holds the current binding at
+        exactly ``epoch`` (a fenced or moved-away agent cannot overwrite status).
+        A report of ``stopped``/``failed`` for an epoch the host no longer holds is
+        dropped the same way.
+        """
+        for _ in range(MAX_TXN_RETRIES):
+            binding, rev = await self.get_binding(guest)
+            if binding.host != host or binding.epoch != epoch:
+                raise StaleEpoch(
+                    f"{host} reported {guest} at epoch {epoch}, but the binding is "
+                    f"{binding.host} at epoch {binding.epoch}"
+                )
+            status = {
+                "state": state.value,
+                "host": host,
+                "epoch": epoch,
+                "message": message,
+                "since": self._clock(),
+            }
+            result = await self.store.txn(
+                [Compare(keys.binding_key(guest), "mod", "=", rev)],
+                [Put(keys.guest_status_key(guest), dumps(status))],
+            )
+            if result.succeeded:
+                return
+        raise Conflict(f"status of {guest}: too much contention")
+
+    async def note_unplaced(self, guest: str, reason: str) -> None:
+        """Record why the scheduler could not place an unbound guest (shown as its message)."""
+        binding, rev = await self.get_binding(guest)
+        if binding.host is not None:
+            return
+        status = {
+            "state": GuestState.PENDING.value,
+            "host": None,
+            "epoch": binding.epoch,
+            "message": reason,
+            "since": self._clock(),
+        }
+        current, _ = await self._get_json(keys.guest_status_key(guest))
+        if current and current.get("message") == reason and current.get("host") is None:
+            return
+        await self.store.txn(
+            [Compare(keys.binding_key(guest), "mod", "=", rev)],
+            [Put(keys.guest_status_key(guest), dumps(status))],
+        )
+
+    # -- tokens --------------------------------------------------------------------------
+
+    async def create_token(
+        self, role: str, *, host: str | None = None, app: str | None = None, ttl: int = 0
+    ) -> str:
+        """Mint a bearer token; only its SHA-256 is stored. ``ttl`` 0: no expiry.
+
+        Roles: ``admin`` (everything), ``join`` (register one new host), ``agent``
+        (act for ``host`` only), ``app`` (act on ``app``'s guests only).
+        """
+        if role not in ROLES:
+            raise ValueError(f"unknown token role {role!r}; expected one of {', '.join(ROLES)}")
+        token = f"pdm_{role}_{secrets.token_urlsafe(32)}"
+        record: JSON = {"role": role, "created": self._clock(), "id": token_id(token)}
+        if host:
+            record["host"] = host
+        if app:
+            record["app"] = app
+        if ttl:
+            record["expires"] = self._clock() + ttl
+        await self.store.put(keys.token_key(hash_token(token)), dumps(record))
+        return token
+
+    async def lookup_token(self, token: str) -> JSON | None:
+        """The token's record if it exists and has not expired."""
+        record, _ = await self._get_json(keys.token_key(hash_token(token)))
+        if record is None or (record.get("expires") and record["expires"] < self._clock()):
+            return None
+        return record  # type: ignore[no-any-return]
+
+    async def revoke_token(self, token: str) -> bool:
+        _, deleted = await self.store.delete(keys.token_key(hash_token(token)))
+        return deleted > 0
+
+    async def list_tokens(self) -> list[JSON]:
+        res = await self.store.range(keys.TOKENS)
+        return [loads(kv.value) for kv in res.kvs]
+
+    # -- events --------------------------------------------------------------------------
+
+    async def emit(
+        self, kind: str, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """Append a cluster event (shown by ``podium events``)."""
+        now = self._clock()
+        key = f"{keys.EVENTS}{int(now * 1e9):020d}-{secrets.token_hex(3)}"
+        event = {
+            "time": now,
+            "type": "Warning" if warning else "Normal",
+            "kind": kind,
+            "name": name,
+            "reason": reason,
+            "message": message,
+        }
+        await self.store.put(key, dumps(event))
+
+    async def list_events(self, *, limit: int = 0) -> tuple[list[JSON], int]:
+        res = await self.store.range(keys.EVENTS)
+        kvs = res.kvs[-limit:] if limit else res.kvs
+        return [loads(kv.value) for kv in kvs], res.revision
+
+    async def prune_events(self, keep: int) -> int:
+        """Delete all but the newest ``keep`` events; return how many were deleted."""
+        res = await self.store.range(keys.EVENTS)
+        old = res.kvs[: max(0, len(res.kvs) - keep)]
+        for kv in old:
+            await self.store.delete(kv.key)
+        return len(old)
+
+
+ROLES = ("admin", "join", "agent", "app")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_id(token: str) -> str:
+    """A short, non-secret handle for a token (for listings and logs)."""
+    return hash_token(token)[:12]
+
+
+def _public(record: JSON) -> JSON:
+    view = {k: record[k] for k in ("kind", "name", "spec")}
+    view["metadata"] = {"uid": record["uid"], "created": record["created"]}
+    if record.get("owner"):
+        view["owner"] = record["owner"]
+    return view
+
+
+def guest_view(record: JSON, binding: JSON | None, report: JSON | None) -> JSON:
+    """A guest as the API shows it: state from the report of the *current* epoch only."""
+    host = binding.get("host") if binding else None
+    epoch = int(binding["epoch"]) if binding else 0
+    state = GuestState.PENDING.value
+    message = "waiting for placement" if not host else "waiting for its host to start it"
+    since = record["created"]
+    if report and host and report.get("host") == host and report.get("epoch") == epoch:
+        state, message, since = report["state"], report.get("message", ""), report["since"]
+    elif report and not host and report.get("message"):
+        message = report["message"]
+    view = _public(record)
+    view["status"] = {
+        "state": state,
+        "host": host,
+        "uuid": record["uid"],
+        "epoch": epoch,
+        "message": message,
+        "since": since,
+    }
+    return view
+
+
+def host_view(
+    record: JSON, status: JSON | None, live: bool, allocated: Resources, guests: int
+) -> JSON:
+    """A host as the API shows it: state, capacity, allocation."""
+    state = (status or {}).get("state", HostState.LOST.value)
+    if not live and state == HostState.READY.value:
+        state = HostState.SUSPECT.value  # lease gone, controllers have not judged it yet
+    view = _public(record)
+    view["status"] = {
+        "state": state,
+        "capacity": record["spec"]["capacity"],
+        "allocated": allocated.to_dict(),
+        "guests": guests,
+        "cordoned": bool(record["spec"].get("cordoned")),
+        "labels": record["spec"].get("labels", {}),
+        "driver": (status or {}).get("driver", ""),
+        "since": (status or {}).get("since", 0.0),
+    }
+    return view

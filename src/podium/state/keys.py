@@ -1,0 +1,83 @@
+"""Key layout of podium's state in the store (one prefix, JSON values).
+
+::
+
+    /podium/objects/App/<name>            App spec (written by the API)
+    /podium/objects/Guest/<name>          Guest spec, uid, owner (API or app controller)
+    /podium/objects/Host/<name>           Host spec: capacity, labels, cordoned (agent, operator)
+    /podium/hoststatus/<host>             Host status: state, lease, driver (server)
+    /podium/hostlive/<host>               present while the host lease lives (attached to it)
+    /podium/bindings/<guest>              {host, epoch}: where a guest should run (controllers)
+    /podium/assign/<host>/<guest>         what an agent watches: guest uid, epoch, spec
+    /podium/guestatus/<guest>             observed state, reported by the bound agent
+    /podium/events/<time-ns>-<rand>       cluster events, newest last
+    /podium/tokens/<sha256(token)>        bearer tokens: role and scope
+    /podium/leader                        controller leadership (attached to the leader's lease)
+"""
+
+from __future__ import annotations
+
+from podium.model import Kind
+
+ROOT = "/podium/"
+OBJECTS = ROOT + "objects/"
+HOST_STATUS = ROOT + "hoststatus/"
+HOST_LIVE = ROOT + "hostlive/"
+BINDINGS = ROOT + "bindings/"
+ASSIGN = ROOT + "assign/"
+GUEST_STATUS = ROOT + "guestatus/"
+EVENTS = ROOT + "events/"
+TOKENS = ROOT + "tokens/"
+LEADER = ROOT + "leader"
+
+
+def object_prefix(kind: Kind) -> str:
+    return f"{OBJECTS}{kind.value}/"
+
+
+def object_key(kind: Kind, name: str) -> str:
+    return f"{OBJECTS}{kind.value}/{name}"
+
+
+def host_status_key(host: str) -> str:
+    return HOST_STATUS + host
+
+
+def host_live_key(host: str) -> str:
+    return HOST_LIVE + host
+
+
+def binding_key(guest: str) -> str:
+    return BINDINGS + guest
+
+
+def assign_prefix(host: str) -> str:
+    return f"{ASSIGN}{host}/"
+
+
+def assign_key(host: str, guest: str) -> str:
+    return f"{ASSIGN}{host}/{guest}"
+
+
+def guest_status_key(guest: str) -> str:
+    return GUEST_STATUS + guest
+
+
+def token_key(token_hash: str) -> str:
+    return TOKENS + token_hash
+
+
+def object_of_key(key: str) -> tuple[Kind, str] | None:
+    """Which API object a key belongs to (for merged watch streams), if any."""
+    if key.startswith(OBJECTS):
+        kind, _, name = key[len(OBJECTS) :].partition("/")
+        return (Kind(kind), name) if kind in Kind._value2member_map_ else None
+    for prefix, kind in (
+        (BINDINGS, Kind.GUEST),
+        (GUEST_STATUS, Kind.GUEST),
+        (HOST_STATUS, Kind.HOST),
+        (HOST_LIVE, Kind.HOST),
+    ):
+        if key.startswith(prefix):
+            return kind, key[len(prefix) :]
+    return None
