@@ -17,16 +17,24 @@ from podium.cli._hosts import write_secret
 
 def server(
     store: Annotated[
-        str, typer.Option(help="sqlite:///PATH/podium.db (embedded) or etcd://HOST:2379[,HOST:2379]")
+        str,
+        typer.Option(help="sqlite:///PATH/podium.db (embedded) or etcd://HOST:2379[,HOST:2379]"),
     ] = "sqlite:///var/lib/podium/podium.db",
-    listen: Annotated[str, typer.Option(help="HOST:PORT to serve HTTPS on (port 0: any)")] = "127.0.0.1:7443",
-    data_dir: Annotated[
-        Path, typer.Option(help="Where TLS material and admin.conf live")
-    ] = Path("/var/lib/podium"),
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to serve HTTPS on (port 0: any)")
+    ] = "127.0.0.1:7443",
+    data_dir: Annotated[Path, typer.Option(help="Where TLS material and admin.conf live")] = Path(
+        "/var/lib/podium"
+    ),
     host_ttl: Annotated[
-        int, typer.Option(help="Host lease TTL in seconds: a host is lost this long after its last renewal")
+        int,
+        typer.Option(
+            help="Host lease TTL in seconds: a host is lost this long after its last renewal"
+        ),
     ] = 10,
-    insecure: Annotated[bool, typer.Option(help="Serve plain HTTP (tests on loopback only)")] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="Serve plain HTTP (tests on loopback only)")
+    ] = False,
 ) -> None:
     """Run the API server and (when elected leader) the controllers."""
     from podium.server import ServerError, ServerSettings, serve  # noqa: PLC0415
@@ -53,20 +61,29 @@ def _parse_labels(labels: list[str]) -> dict[str, str]:
 
 
 def agent(
-    server_url: Annotated[str, typer.Option("--server", help="Server URL, e.g. https://10.0.0.1:7443")],
+    server_url: Annotated[
+        str, typer.Option("--server", help="Server URL, e.g. https://10.0.0.1:7443")
+    ],
     token_file: Annotated[
         Path, typer.Option(help="Join token (replaced by this host's own token after joining)")
     ],
-    name: Annotated[str, typer.Option(help="This host's name")] = socket.gethostname(),
+    name: Annotated[
+        str | None, typer.Option(help="This host's name (default: the hostname)")
+    ] = None,
     driver: Annotated[str, typer.Option(help="sim (qemu comes with real hosts)")] = "sim",
     ca_file: Annotated[
-        Path | None, typer.Option(help="CA certificate of the server (default: ca.pem beside the token file)")
+        Path | None,
+        typer.Option(help="CA certificate of the server (default: ca.pem beside the token file)"),
     ] = None,
     cpu: Annotated[float, typer.Option(help="CPUs offered to guests")] = 16,
     memory_mib: Annotated[int, typer.Option(help="Memory offered to guests, MiB")] = 65536,
     iops: Annotated[int, typer.Option(help="Storage IOPS offered to guests")] = 20000,
-    net_mbps: Annotated[int, typer.Option(help="Network bandwidth offered to guests, Mbit/s")] = 10000,
-    label: Annotated[list[str], typer.Option(help="KEY=VALUE, e.g. rack=r1, site=s1. Repeatable.")] = [],  # noqa: B006
+    net_mbps: Annotated[
+        int, typer.Option(help="Network bandwidth offered to guests, Mbit/s")
+    ] = 10000,
+    label: Annotated[
+        list[str], typer.Option(help="KEY=VALUE, e.g. rack=r1, site=s1. Repeatable.")
+    ] = [],  # noqa: B006
 ) -> None:
     """Run the host agent: dial the server, hold the host lease, run the guests bound here."""
     from podium.agent import Agent  # noqa: PLC0415
@@ -79,12 +96,19 @@ def agent(
     try:
         token = token_file.read_text().strip()
     except OSError as err:
-        fail(f"cannot read --token-file {token_file}: {err.strerror}; create one with 'podium host token create'")
+        fail(
+            f"cannot read --token-file {token_file}: {err.strerror}; "
+            "create one with 'podium host token create'"
+        )
     ca_path = ca_file or token_file.with_name("ca.pem")
     ca_pem = ca_path.read_text() if ca_path.exists() else None
     if ca_pem is None and server_url.startswith("https://"):
-        fail(f"no CA certificate at {ca_path}: pass --ca-file (podium host token create --output DIR writes one)")
+        fail(
+            f"no CA certificate at {ca_path}: pass --ca-file "
+            "(podium host token create --output DIR writes one)"
+        )
     capacity = Resources(cpu, memory_mib, iops, net_mbps)
+    name = name or socket.gethostname()
 
     async def body() -> None:
         link = AgentLink(server_url, token, ca_pem)

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from podium.cli._common import console, fail
@@ -18,9 +25,12 @@ def demo(
     hosts: Annotated[int, typer.Option(min=2, max=500, help="Simulated hosts to start")] = 8,
     guests: Annotated[int, typer.Option(min=1, max=20000, help="Guests to deploy")] = 40,
     driver: Annotated[str, typer.Option(help="sim (qemu comes with real hosts)")] = "sim",
-    json_output: Annotated[bool, typer.Option("--json", help="Print a machine-readable report only")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable report only")
+    ] = False,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the store, TLS files and logs here (default: a temp dir, removed)")
+        Path | None,
+        typer.Option(help="Keep the store, TLS files and logs here (default: a temp dir, removed)"),
     ] = None,
     host_ttl: Annotated[int, typer.Option(min=1, help="Host lease TTL, seconds")] = 3,
 ) -> None:
@@ -37,7 +47,7 @@ def demo(
         disable=json_output,
         transient=False,
     ) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
@@ -59,17 +69,21 @@ def demo(
     table = Table(title="podium demo", show_header=False, box=None)
     rows = [
         ("hosts", str(report.hosts)),
-        ("apps", ", ".join(f"{k}×{v}" for k, v in report.apps.items())),
+        ("apps", ", ".join(f"{k} ({v} replicas)" for k, v in report.apps.items())),
         ("guests running", f"{report.guests_running}/{report.guests_total}"),
         ("all started in", f"{report.initial_start_seconds:.2f} s"),
         ("killed host", f"{report.failed_host} ({report.failed_host_guests} guests)"),
-        ("host declared lost after", f"{report.detection_seconds:.2f} s (lease TTL {report.host_ttl_seconds} s)"),
+        (
+            "host declared lost after",
+            f"{report.detection_seconds:.2f} s (lease TTL {report.host_ttl_seconds} s)",
+        ),
         ("failover complete after", f"{report.failover_seconds:.2f} s"),
         ("double runs seen", str(report.double_runs_seen)),
-        ("store", report.store),
+        ("store", report.store + ("" if data_dir else " (a temp dir, removed)")),
     ]
     for key, value in rows:
         table.add_row(f"[bold]{key}", value)
     console.print(table)
+    console.print("[bold]events of the failover[/] (podium events shows them all):")
     for line in report.events:
         console.print(f"  {line}", highlight=False)

@@ -32,7 +32,12 @@ def _read(path: str) -> tuple[str, str]:
 
 def apply(
     files: Annotated[
-        list[str], typer.Option("-f", "--filename", help="Manifest file (YAML, multi-document); '-' for stdin. Repeatable.")
+        list[str],
+        typer.Option(
+            "-f",
+            "--filename",
+            help="Manifest file (YAML, multi-document); '-' for stdin. Repeatable.",
+        ),
     ],
     config: ConfigOption = None,
 ) -> None:
@@ -96,9 +101,13 @@ def delete(
 
 
 def events(
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events")
+    ] = False,
     limit: Annotated[int, typer.Option(help="Show the last N events (0: all)")] = 50,
-    output: Annotated[str, typer.Option("-o", "--output", help="text or json (one per line)")] = "text",
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="text or json (one per line)")
+    ] = "text",
     config: ConfigOption = None,
 ) -> None:
     """Show cluster events (host lost, guest rebound, ...), oldest first."""

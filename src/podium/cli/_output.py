@@ -25,7 +25,10 @@ def _age(since: float) -> str:
 
 def _request(spec: dict[str, Any]) -> str:
     r = spec.get("request") or spec.get("capacity") or {}
-    return f"{r.get('cpu', 0):g}cpu {r.get('memory_mib', 0)}Mi {r.get('iops', 0)}io {r.get('net_mbps', 0)}Mb"
+    return (
+        f"{r.get('cpu', 0):g}cpu {r.get('memory_mib', 0)}Mi "
+        f"{r.get('iops', 0)}io {r.get('net_mbps', 0)}Mb"
+    )
 
 
 def _rows(kind: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

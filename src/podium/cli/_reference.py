@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import typer
+from typer.testing import CliRunner
+
+WIDTH = "100"  # fixed, so the generated file does not depend on the terminal
 
 
-def _walk(cmd: click.Command, path: list[str], out: list[str]) -> None:
-    ctx = click.Context(cmd, info_name=" ".join(path))
-    if not cmd.hidden:
-        out.append(f"{'#' * min(len(path) + 1, 4)} `{' '.join(path)}`\n")
-        out.append("```text")
-        out.append(cmd.get_help(ctx).rstrip().replace("\u2500", "-"))
-        out.append("```\n")
-    if isinstance(cmd, click.Group):
-        for name in sorted(cmd.list_commands(ctx)):
-            sub = cmd.get_command(ctx, name)
-            if sub is not None:
-                _walk(sub, [*path, name], out)
+def _paths(cmd: Any, path: list[str]) -> list[list[str]]:
+    # typer vendors its own click: walk the command tree by duck typing
+    found = [] if cmd.hidden else [path]
+    for name in sorted(getattr(cmd, "commands", {})):
+        found += _paths(cmd.commands[name], [*path, name])
+    return found
 
 
 def cli_reference(app: typer.Typer) -> str:
-    """Markdown with the help text of every command, generated, never hand-edited."""
+    """Markdown with the ``--help`` of every command, generated, never hand-edited."""
+    runner = CliRunner()
+    env = {"COLUMNS": WIDTH, "TERM": "dumb", "NO_COLOR": "1", "_TYPER_FORCE_DISABLE_TERMINAL": "1"}
     out = [
         "# podium CLI reference",
         "",
         "Generated from the CLI by `podium reference > docs/cli.md`; a test keeps it current.",
         "",
     ]
-    _walk(typer.main.get_command(app), ["podium"], out)
-    return "\n".join(out) + "\n"
+    for path in _paths(typer.main.get_command(app), []):
+        result = runner.invoke(app, [*path, "--help"], env=env, prog_name="podium")
+        heading = "#" * min(len(path) + 2, 4)
+        out += [f"{heading} `{' '.join(['podium', *path])}`", "", "```text"]
+        out += [line.rstrip() for line in result.output.strip("\n").splitlines()]
+        out += ["```", ""]
+    return "\n".join(out)

@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 from podium.agent import Agent
 from podium.client import AgentLink, AsyncPodiumClient, ClientConfig
-from podium.drivers import DRIVERS
+from podium.drivers import SimDriver
 from podium.model import Resources
 
 HOST_CAPACITY = Resources(cpu=16, memory_mib=32768, iops=20000, net_mbps=10000)
@@ -107,7 +106,8 @@ def check_capacity(hosts: int, apps: list[dict[str, Any]]) -> None:
     worst = max(n / h for n, h in zip(need.as_tuple(), have, strict=True) if h)
     if math.ceil(worst) > hosts - 1:
         raise DemoError(
-            f"{sum(d['spec']['replicas'] for d in apps)} guests need about {math.ceil(worst)} hosts "
+            f"{sum(d['spec']['replicas'] for d in apps)} guests need about "
+            f"{math.ceil(worst)} hosts "
             f"after one fails; use --hosts {math.ceil(worst) + 1} or fewer --guests"
         )
 
@@ -156,11 +156,11 @@ async def _server(data_dir: Path, store: str, host_ttl: int) -> AsyncIterator[Cl
 class _Host:
     """One simulated host: its driver, agent task and link, all in this process."""
 
-    def __init__(self, name: str, config: ClientConfig, token: str, labels: dict[str, str], driver: str) -> None:
+    def __init__(self, name: str, config: ClientConfig, token: str, labels: dict[str, str]) -> None:
         self.name = name
         self.token = token
         self.link = AgentLink(config.server, token, config.ca_pem)
-        self.driver = DRIVERS[driver](name=name, capacity=HOST_CAPACITY)
+        self.driver = SimDriver(name=name, capacity=HOST_CAPACITY)
         self.agent = Agent(
             name,
             self.link,
@@ -198,20 +198,26 @@ class _Host:
 
 
 async def _wait_running(
-    client: AsyncPodiumClient, total: int, phase: str, progress: Progress, timeout: float,
-    hosts: list[_Host], report: DemoReport,
+    client: AsyncPodiumClient, total: int, phase: str, *, progress: Progress, timeout: float,
+    hosts: list[_Host], report: DemoReport, avoid: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """Poll until every guest runs (and none on ``avoid``, the killed host)."""
     deadline = time.monotonic() + timeout
     while True:
         guests, _ = await client.list("Guest")
-        running = [g for g in guests if g["status"]["state"] == "running"]
+        running = [
+            g for g in guests if g["status"]["state"] == "running" and g["status"]["host"] != avoid
+        ]
         report.double_runs_seen += _double_runs(hosts)
         progress(phase, len(running), total)
         if len(running) == total and len(guests) == total:
             return guests
         if time.monotonic() > deadline:
             stuck = [f"{g['name']}: {g['status']['message']}" for g in guests if g not in running]
-            raise DemoError(f"{phase}: only {len(running)}/{total} running after {timeout:.0f} s; " + "; ".join(stuck[:5]))
+            raise DemoError(
+                f"{phase}: only {len(running)}/{total} running after {timeout:.0f} s; "
+                + "; ".join(stuck[:5])
+            )
         await asyncio.sleep(POLL)
 
 
@@ -231,8 +237,8 @@ async def run_demo(
     host_ttl: int = 3, progress: Progress = lambda *_: None, timeout: float = 90.0,
 ) -> DemoReport:  # fmt: skip
     """Run the whole demo; always stops what it started."""
-    if driver not in DRIVERS:
-        raise DemoError(f"driver {driver!r} is not available yet: use --driver sim")
+    if driver != "sim":
+        raise DemoError(f"driver {driver!r} is not available in the demo yet: use --driver sim")
     apps = demo_apps(hosts, guests)
     check_capacity(hosts, apps)
     temp = data_dir is None
@@ -251,14 +257,17 @@ async def run_demo(
             join = (await client.create_token("join", ttl=600))["token"]
             for i in range(hosts):
                 labels = {"rack": f"r{i % 2 + 1}", "site": "s1"}
-                nodes.append(_Host(f"host-{i + 1}", config, join, labels, driver))
+                nodes.append(_Host(f"host-{i + 1}", config, join, labels))
             for node in nodes:
                 node.start()
             await _wait_hosts(client, hosts, progress, timeout)
 
             started = time.monotonic()
             await client.apply(apps, source="podium demo")
-            placed = await _wait_running(client, total, "starting guests", progress, timeout, nodes, report)
+            placed = await _wait_running(
+                client, total, "starting guests", progress=progress, timeout=timeout,
+                hosts=nodes, report=report,
+            )  # fmt: skip
             report.initial_start_seconds = round(time.monotonic() - started, 3)
 
             victim_name, victim_guests = _busiest(placed)
@@ -270,8 +279,9 @@ async def run_demo(
             detect = asyncio.create_task(_wait_lost(client, victim_name))
             try:
                 after = await _wait_running(
-                    client, total, f"failing over {victim_name}", progress, timeout, nodes, report
-                )
+                    client, total, f"failing over {victim_name}", progress=progress,
+                    timeout=timeout, hosts=nodes, report=report, avoid=victim_name,
+                )  # fmt: skip
                 report.failover_seconds = round(time.monotonic() - killed, 3)
                 report.detection_seconds = round(await detect - killed, 3)
             finally:
@@ -282,12 +292,8 @@ async def run_demo(
             if any(h == victim_name for h in moved.values()):
                 raise DemoError(f"guests still on the failed host: {moved}")
             report.guests_running = sum(1 for g in after if g["status"]["state"] == "running")
-            events, _ = await client.events(limit=400)
-            report.events = [
-                f"{e['reason']} {e['kind']}/{e['name']}: {e['message']}"
-                for e in events
-                if e["reason"] in {"HostLost", "GuestRebound", "HostJoined"} or e["type"] == "Warning"
-            ][-20:]
+            events, _ = await client.events(limit=1000)
+            report.events = _failover_story(events)
             for node in nodes:  # before the server stops, so no agent retries against it
                 await node.close()
     finally:
@@ -298,7 +304,9 @@ async def run_demo(
     return report
 
 
-async def _wait_hosts(client: AsyncPodiumClient, count: int, progress: Progress, timeout: float) -> None:
+async def _wait_hosts(
+    client: AsyncPodiumClient, count: int, progress: Progress, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         items, _ = await client.list("Host")
@@ -317,6 +325,24 @@ async def _wait_lost(client: AsyncPodiumClient, host: str) -> float:
         if item["status"]["state"] == "lost":
             return time.monotonic()
         await asyncio.sleep(0.05)
+
+
+def _failover_story(events: list[dict[str, Any]]) -> list[str]:
+    """The failover in a few lines: lost hosts, then rebinds grouped by destination."""
+    lines = [
+        f"{e['reason']} {e['name']}: {e['message']}" for e in events if e["reason"] == "HostLost"
+    ]
+    moved: dict[str, list[str]] = {}
+    for e in events:
+        if e["reason"] == "GuestRebound":
+            moved.setdefault(e["message"].split(" to ")[-1].split(" ")[0], []).append(e["name"])
+    for host, names in sorted(moved.items()):
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        lines.append(f"GuestRebound to {host}: {shown}")
+    warnings = [
+        f"{e['reason']} {e['name']}: {e['message']}" for e in events if e["type"] == "Warning"
+    ]
+    return lines + warnings[-5:]
 
 
 def _busiest(guests: list[dict[str, Any]]) -> tuple[str, list[str]]:

@@ -27,17 +27,28 @@ def test_parses_design_example() -> None:
     manifests = parse_manifest_text(GOOD, source="f.yaml")
     assert [(m.kind, m.name) for m in manifests] == [(Kind.APP, "web"), (Kind.GUEST, "db-1")]
     assert manifests[0].spec["spread"] == "host"
-    assert manifests[0].spec["request"] == {"cpu": 1.0, "memory_mib": 128, "iops": 100, "net_mbps": 10}
+    assert manifests[0].spec["request"] == {
+        "cpu": 1.0,
+        "memory_mib": 128,
+        "iops": 100,
+        "net_mbps": 10,
+    }
     assert manifests[1].spec["running"] is True
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("kind: App\nname: web\nspec: {replicas: -1}\n", "f.yaml: document 1: field 'spec.replicas'"),
+        (
+            "kind: App\nname: web\nspec: {replicas: -1}\n",
+            "f.yaml: document 1: field 'spec.replicas'",
+        ),
         ("kind: App\nname: web\nspec: {replicas: 1, spread: zone}\n", "field 'spec.spread'"),
         ("kind: App\nname: Web_1\nspec: {replicas: 1}\n", "field 'name'"),
-        ("kind: App\nname: web\nspec: {replicas: 1, colour: red}\n", "field 'spec.colour' unknown field"),
+        (
+            "kind: App\nname: web\nspec: {replicas: 1, colour: red}\n",
+            "field 'spec.colour' unknown field",
+        ),
         ("kind: Widget\nname: w\nspec: {}\n", "unknown kind 'Widget'; expected one of App, Guest"),
         ("name: w\nspec: {}\n", "field 'kind' is required"),
         ("kind: App\nname: web\n", "field 'spec' is required"),

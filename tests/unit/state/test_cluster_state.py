@@ -43,7 +43,9 @@ async def test_apply_is_all_or_nothing_and_reports_actions(state: ClusterState) 
 
 
 async def test_owned_guest_cannot_be_applied_or_deleted(state: ClusterState) -> None:
-    assert await state.create_owned_guests("web", [("web-1", {"image": "tiny", "request": REQ})]) == 1
+    assert (
+        await state.create_owned_guests("web", [("web-1", {"image": "tiny", "request": REQ})]) == 1
+    )
     with pytest.raises(Conflict, match="owned by App 'web'"):
         await state.apply([guest("web-1")])
     with pytest.raises(Conflict, match="owned by App 'web'"):

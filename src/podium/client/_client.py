@@ -1,0 +1,208 @@
+"""AsyncPodiumClient: the API as the CLI, the demo and scripts use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from podium.client._config import ClientConfig
+from podium.client._errors import ClientError
+from podium.client._transport import Http
+from podium.model import KINDS
+
+RECONNECT_FOR = 30.0  # a watch keeps trying to resume this long before giving up
+BACKOFF_MAX = 5.0
+
+JSON = dict[str, Any]
+Items = list[JSON]  # (``list`` is a method name in the client)
+
+
+def _check(line: JSON) -> JSON:
+    """Raise the ERROR line of a stream as a (non-retryable) :class:`ClientError`."""
+    if line.get("type") == "ERROR":
+        raise ClientError(str(line.get("error", "watch failed")), status=410)
+    return line
+
+
+def kind_path(kind: str) -> str:
+    """``Guest``/``guest``/``guests`` → ``guests`` (unknown kinds pass through)."""
+    found = KINDS.get(kind)
+    return f"{found.value.lower()}s" if found else kind
+
+
+class _Resume:
+    """Where a dropped watch resumes: after the last revision seen *completely*.
+
+    Lines of one revision may span several lines; the revision counts as complete
+    once a later revision or a BOOKMARK arrives. Until the first BOOKMARK of a
+    stream started without ``from``, the initial snapshot is incomplete: resuming
+    then starts the snapshot over.
+    """
+
+    def __init__(self, from_revision: int) -> None:
+        self.snapshot = from_revision <= 0
+        self.complete = from_revision - 1
+        self.pending = self.complete
+
+    def see(self, line: JSON) -> None:
+        revision = line.get("revision")
+        if not isinstance(revision, int):
+            return
+        if line.get("type") == "BOOKMARK":
+            self.snapshot = False
+            self.complete = self.pending = max(self.pending, revision)
+        elif revision > self.pending:
+            self.complete, self.pending = self.pending, revision
+
+    @property
+    def from_revision(self) -> int:
+        return 0 if self.snapshot else self.complete + 1
+
+
+class AsyncPodiumClient:
+    """The podium API over HTTPS. Use as ``async with AsyncPodiumClient(config) as c:``.
+
+    Every method raises :class:`ClientError` (one line saying what to do).
+    ``transport`` is for tests (e.g. ``httpx.ASGITransport``).
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._http = Http(
+            config.server,
+            config.token,
+            config.ca_pem,
+            source=config.source,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncPodiumClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    # -- objects ---------------------------------------------------------------------
+
+    async def list(self, kind: str) -> tuple[Items, int]:
+        """Every object of ``kind`` (views with spec and status) and the revision read at."""
+        body = await self._http.request("GET", f"/api/v1/{kind_path(kind)}")
+        return body["items"], body["revision"]
+
+    async def get(self, kind: str, name: str) -> JSON:
+        body: JSON = await self._http.request("GET", f"/api/v1/{kind_path(kind)}/{name}")
+        return body
+
+    async def delete(self, kind: str, name: str) -> JSON:
+        """Delete one object; returns ``{"deleted": true, "revision": N}``."""
+        body: JSON = await self._http.request("DELETE", f"/api/v1/{kind_path(kind)}/{name}")
+        return body
+
+    async def apply(self, documents: Items, source: str = "<api>") -> JSON:
+        """Create or update ``documents`` in one transaction (all or nothing).
+
+        Returns ``{"results": [{"kind", "name", "action"}], "revision": N}``.
+        """
+        payload = {"source": source, "documents": documents}
+        body: JSON = await self._http.request("POST", "/api/v1/apply", json_body=payload)
+        return body
+
+    def watch(
+        self, kind: str, from_revision: int = 0, *, bookmarks: bool = False
+    ) -> AsyncGenerator[JSON, None]:
+        """Changes to objects of ``kind``: ``{"type": ADDED|MODIFIED|DELETED, "object",
+        "revision"}``, from ``from_revision`` (0: every current object as ADDED first).
+
+        A dropped stream is resumed transparently (for up to 30 s of failures);
+        BOOKMARK heartbeats are yielded only if ``bookmarks``.
+        """
+        return self._watch(f"/api/v1/{kind_path(kind)}", from_revision, bookmarks)
+
+    # -- cluster ---------------------------------------------------------------------
+
+    async def events(self, limit: int = 0) -> tuple[Items, int]:
+        """The newest ``limit`` events (0: all), oldest first, and the revision read at."""
+        body = await self._http.request("GET", "/api/v1/events", params={"limit": limit})
+        return body["items"], body["revision"]
+
+    def watch_events(
+        self, from_revision: int = 0, *, bookmarks: bool = False
+    ) -> AsyncGenerator[JSON, None]:
+        """New events as ``{"type": "EVENT", "event": {...}, "revision": N}`` lines."""
+        return self._watch("/api/v1/events", from_revision, bookmarks)
+
+    async def cordon(self, name: str, cordoned: bool = True) -> JSON:
+        verb = "cordon" if cordoned else "uncordon"
+        body: JSON = await self._http.request("POST", f"/api/v1/hosts/{name}/{verb}")
+        return body
+
+    async def create_token(self, role: str, ttl: int = 0, app: str | None = None) -> JSON:
+        """Mint a token; returns ``{"token", "id", "role"}`` (the secret is shown once)."""
+        payload: JSON = {"role": role, "ttl": ttl}
+        if app is not None:
+            payload["app"] = app
+        body: JSON = await self._http.request("POST", "/api/v1/tokens", json_body=payload)
+        return body
+
+    async def tokens(self) -> Items:
+        """Every token's id, role, scope and expiry (never the secret)."""
+        body = await self._http.request("GET", "/api/v1/tokens")
+        items: Items = body["items"]
+        return items
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self._http.request("DELETE", f"/api/v1/tokens/{token_id}")
+
+    async def health(self) -> JSON:
+        """``{"ok", "store": {"backend", "revision"}, "leader"}``; ``ok`` false (with
+        ``error``) when the server answers but its store does not."""
+        body: JSON = await self._http.request("GET", "/healthz", ok=(503,))
+        return body
+
+    # -- streams ---------------------------------------------------------------------
+
+    async def _watch(
+        self, path: str, from_revision: int, bookmarks: bool
+    ) -> AsyncGenerator[JSON, None]:
+        resume = _Resume(from_revision)
+        failing_since: float | None = None
+        delay = 0.2
+        while True:
+            stream = self._http.ndjson(path, {"watch": 1, "from": resume.from_revision})
+            try:
+                async with contextlib.aclosing(stream):
+                    async for line in stream:
+                        failing_since, delay = None, 0.2
+                        resume.see(_check(line))
+                        if line.get("type") != "BOOKMARK" or bookmarks:
+                            yield line
+            except ClientError as err:
+                if not err.retryable:
+                    raise
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since > RECONNECT_FOR:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)

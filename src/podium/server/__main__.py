@@ -1,0 +1,59 @@
+"""``python -m podium.server``: the server without the CLI (tests, ``podium demo``).
+
+Same options as ``podium server``; errors are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from podium.server import ServerError, ServerSettings, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m podium.server", description=__doc__)
+    p.add_argument("--store", required=True, help="sqlite:///PATH or etcd://HOST:PORT[,...]")
+    p.add_argument("--listen", default="127.0.0.1:7443", help="HOST:PORT (port 0: any)")
+    p.add_argument("--data-dir", type=Path, default=Path("/var/lib/podium"))
+    p.add_argument("--host-ttl", type=int, default=10, help="agent lease TTL, seconds")
+    p.add_argument("--leader-ttl", type=int, default=10, help="leadership lease TTL, seconds")
+    p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback tests only)")
+    p.add_argument("--san", action="append", default=[], help="extra certificate name/IP")
+    p.add_argument("--no-controllers", action="store_true", help="serve the API only; never lead")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = ServerSettings(
+        store_url=args.store,
+        listen=args.listen,
+        data_dir=args.data_dir,
+        host_ttl=args.host_ttl,
+        leader_ttl=args.leader_ttl,
+        insecure=args.insecure,
+        sans=tuple(args.san),
+        controllers=not args.no_controllers,
+    )
+    try:
+        asyncio.run(serve(settings))
+    except ServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""``serve()``: the ``podium server`` process inside the caller's event loop.
+
+::
+
+    open store ──> answers? ──no──> ServerError("store ... did not answer: ...")
+        │ yes
+    bind socket (port 0: the OS picks) ──> TLS material ──> admin token + admin.conf
+        │
+    uvicorn (our loop, our socket) ──started──> ready line
+        │                                        controllers (while leading)
+    SIGTERM/SIGINT or cancel ──> stop controllers ──> end watch streams ──> drain HTTP
+                             ──> close store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Generator
+from pathlib import Path
+
+import uvicorn
+
+from podium.api import Metrics, context_of, create_app
+from podium.server._admin import ensure_admin_config
+from podium.server._controllers import ControllerRunner, LeaderLoop
+from podium.server._settings import ListenAddress, ServerError, ServerSettings, parse_listen
+from podium.server._tls import TlsFiles, ensure_tls, wanted_names
+from podium.state import ClusterState
+from podium.store import InvalidStoreURL, Store, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+STARTUP_POLL = 0.02
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`serve` owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _store_error(settings: ServerSettings, err: BaseException) -> ServerError:
+    cause = str(err) or f"no answer within {settings.store_timeout:g} s"
+    return ServerError(
+        f"store {settings.store_url} did not answer: {cause}; is it running? check --store"
+    )
+
+
+async def _check_store(store: Store, settings: ServerSettings) -> None:
+    try:
+        async with asyncio.timeout(settings.store_timeout):
+            await store.status()
+    except Exception as err:  # whatever the backend raises, it did not answer
+        raise _store_error(settings, err) from err
+
+
+def _tls(data_dir: Path, names: list[str]) -> TlsFiles:
+    try:
+        return ensure_tls(data_dir, names)
+    except OSError as err:
+        raise ServerError(
+            f"cannot write TLS material in --data-dir {data_dir}: {err.strerror or err}"
+        ) from err
+
+
+def _bind(address: ListenAddress, listen: str) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise ServerError(f"cannot listen on {listen}: {err}; check --listen") from err
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+    except OSError as err:
+        sock.close()
+        reason = err.strerror or str(err)
+        raise ServerError(f"cannot listen on {listen}: {reason}; pick another --listen") from err
+    return sock
+
+
+def _resolve_runner(
+    settings: ServerSettings,
+    run_controllers: ControllerRunner | None,
+    is_leader: Callable[[], bool] | None,
+    metrics: Metrics,
+) -> tuple[ControllerRunner | None, Callable[[], bool]]:
+    if not settings.controllers:
+        return None, lambda: False
+    if run_controllers is not None:
+        return run_controllers, is_leader or (lambda: False)
+    identity = settings.identity or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    loop = LeaderLoop(
+        host_ttl=settings.host_ttl,
+        leader_ttl=settings.leader_ttl,
+        identity=identity,
+        metrics=metrics,
+    )
+    loop.resolve()
+    return loop, lambda: loop.leading
+
+
+async def serve(
+    settings: ServerSettings,
+    *,
+    ready: Callable[[str], None] | None = None,
+    run_controllers: ControllerRunner | None = None,
+    is_leader: Callable[[], bool] | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run ``podium server`` until SIGTERM/SIGINT (or until cancelled), then stop gracefully.
+
+    ``ready`` receives the one-line "listening" message once the server accepts
+    connections (default: print it to stdout). ``run_controllers`` replaces the
+    default leader-elected :class:`~podium.controller.ControllerManager` (tests);
+    ``is_leader`` then tells ``/healthz`` whether it leads. ``handle_signals``
+    False leaves SIGTERM/SIGINT alone (when embedded). Raises :class:`ServerError`.
+    """
+    address = parse_listen(settings.listen)
+    try:
+        store = open_store(settings.store_url)
+    except InvalidStoreURL as err:
+        raise ServerError(f"{err}; check --store") from err
+    except ImportError as err:
+        raise ServerError(
+            f"store {settings.store_url}: its backend cannot be loaded ({err}); reinstall podium"
+        ) from err
+    try:
+        await _check_store(store, settings)
+        await _run(
+            store=store,
+            address=address,
+            settings=settings,
+            ready=ready,
+            run_controllers=run_controllers,
+            is_leader=is_leader,
+            handle_signals=handle_signals,
+        )
+    finally:
+        await store.close()
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise ServerError(f"cannot create --data-dir {data_dir}: {err.strerror}") from err
+
+
+async def _run(
+    *,
+    store: Store,
+    address: ListenAddress,
+    settings: ServerSettings,
+    ready: Callable[[str], None] | None,
+    run_controllers: ControllerRunner | None,
+    is_leader: Callable[[], bool] | None,
+    handle_signals: bool,
+) -> None:
+    metrics = Metrics()
+    runner, leading = _resolve_runner(settings, run_controllers, is_leader, metrics)
+    data_dir = Path(settings.data_dir)
+    _prepare_data_dir(data_dir)
+    sock = _bind(address, settings.listen)
+    try:
+        port = sock.getsockname()[1]
+        ca_pem = cert = key = None
+        if settings.insecure:
+            if not address.is_loopback:
+                log.warning("serving plain HTTP on %s: tokens cross the network in clear", port)
+        else:
+            tls = _tls(data_dir, wanted_names(address.host, settings.sans))
+            ca_pem, cert, key = tls.ca_pem, str(tls.cert), str(tls.key)
+        url = address.url("http" if settings.insecure else "https", port)
+        state = ClusterState(store)
+        conf_path = data_dir / "admin.conf"
+        try:
+            await ensure_admin_config(state, conf_path, url, ca_pem)
+        except StoreError as err:
+            raise _store_error(settings, err) from err
+        except OSError as err:
+            raise ServerError(f"cannot write {conf_path}: {err.strerror or err}") from err
+        app = create_app(
+            state,
+            metrics=metrics,
+            host_ttl=settings.host_ttl,
+            is_leader=leading,
+            heartbeat=settings.heartbeat,
+        )
+        config = uvicorn.Config(
+            app,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+        )
+    except BaseException:
+        sock.close()
+        raise
+    line = f"podium server listening on {url} (store {settings.store_url}, config {conf_path})"
+    await _supervise(
+        _Uvicorn(config),
+        sock,
+        close_streams=context_of(app).close_streams,
+        runner=runner,
+        state=state,
+        announce=lambda: (ready or _print)(line),
+        handle_signals=handle_signals,
+    )
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _supervise(
+    server: _Uvicorn,
+    sock: socket.socket,
+    *,
+    close_streams: Callable[[], None],
+    runner: ControllerRunner | None,
+    state: ClusterState,
+    announce: Callable[[], None],
+    handle_signals: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    web = loop.create_task(server.serve(sockets=[sock]), name="podium-http")
+    controllers: asyncio.Task[None] | None = None
+    stopper = loop.create_task(stop.wait(), name="podium-stop")
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            server.force_exit = True  # a second signal: stop waiting for connections
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    failure: BaseException | None = None
+    try:
+        while not server.started:
+            if web.done():
+                web.result()  # raises what stopped it
+                raise ServerError("the HTTP server stopped while starting; see the log above")
+            await asyncio.sleep(STARTUP_POLL)
+        if runner is not None:
+            controllers = loop.create_task(
+                _call(runner, state, state.store), name="podium-controllers"
+            )
+        announce()
+        waiting = {web, stopper} | ({controllers} if controllers else set())
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if controllers in done and controllers is not None and not controllers.cancelled():
+            failure = controllers.exception()
+        if web in done and not web.cancelled():
+            failure = failure or web.exception()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stopper.cancel()
+        await _shutdown(server, web, controllers, close_streams)
+    if failure is not None:
+        raise ServerError(f"server stopped: {failure}") from failure
+
+
+async def _call(runner: ControllerRunner, state: ClusterState, store: Store) -> None:
+    await runner(state, store)
+
+
+async def _shutdown(
+    server: _Uvicorn,
+    web: asyncio.Task[None],
+    controllers: asyncio.Task[None] | None,
+    close_streams: Callable[[], None],
+) -> None:
+    """Stop the controllers (giving up leadership), end streams, drain HTTP connections."""
+    if controllers is not None and not controllers.done():
+        controllers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await controllers
+    close_streams()
+    server.should_exit = True
+    while not web.done():
+        _abort_closing_idle(server)
+        await asyncio.wait({web}, timeout=STARTUP_POLL * 5)
+    with contextlib.suppress(asyncio.CancelledError):
+        await web
+
+
+def _abort_closing_idle(server: _Uvicorn) -> None:
+    """Drop idle connections uvicorn already closed politely.
+
+    Over TLS a polite close waits for the peer's close_notify, which an idle
+    keep-alive client (an agent's pooled connection) never sends: shutdown would
+    stall for the whole grace period. Only connections with no response in flight
+    and nothing left to write are dropped.
+    """
+    for conn in list(server.server_state.connections):
+        cycle = getattr(conn, "cycle", None)
+        transport = getattr(conn, "transport", None)
+        if transport is None or not transport.is_closing():
+            continue
+        if cycle is not None and not getattr(cycle, "response_complete", False):
+            continue
+        if transport.get_write_buffer_size() == 0:
+            transport.abort()
