@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import server as support
+
 PODIUM = [sys.executable, "-m", "podium"]
-START_TIMEOUT = 30.0
+PODIUM_SERVER = (*PODIUM, "server")
 
 
 @dataclass
@@ -57,36 +58,14 @@ class Cluster:
 
 
 def start_server(data_dir: Path, store: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `podium server` on a free port; return the process and its URL once ready."""
-    with (data_dir / "server.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [*PODIUM, "server", "--store", store, "--listen", "127.0.0.1:0",
-             "--data-dir", str(data_dir), *extra],
-            stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-        )  # fmt: skip
-    assert proc.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline().decode()
-        if "listening on" in line:
-            return proc, line.split("listening on ")[1].split()[0]
-        if not line and proc.poll() is not None:
-            break
-    stop(proc)
-    raise AssertionError(f"podium server did not start: {(data_dir / 'server.log').read_text()}")
+    """Start `podium server` (the CLI) on a free port; return the process and its URL."""
+    server = support.start_server(data_dir, store_url=store, args=extra, command=PODIUM_SERVER)
+    return server.proc, server.url
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop a process we started, by PID: TERM, then KILL."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    if proc.stdout:
-        proc.stdout.close()
+    support.stop_server(support.ServerProcess("", Path(), proc))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from tests.e2e.conftest import PODIUM, Cluster, start_server, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

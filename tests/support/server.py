@@ -47,15 +47,16 @@ def start_server(
     args: Sequence[str] = (),
     listen: str = "127.0.0.1:0",
     timeout: float = START_TIMEOUT,
+    command: Sequence[str] = (sys.executable, "-m", "podium.server"),
 ) -> ServerProcess:
-    """Start ``python -m podium.server`` and wait for its ready line.
+    """Start ``python -m podium.server`` (or ``command``) and wait for its ready line.
 
     stderr goes to ``data_dir/server.log`` (appended, so restarts keep history).
     Raises ``RuntimeError`` with the log tail if it exits or stays silent.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "podium.server",
+        *command,
         "--store", store_url or sqlite_url(data_dir),
         "--listen", listen,
         "--data-dir", str(data_dir),
