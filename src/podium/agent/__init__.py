@@ -1,0 +1,53 @@
+"""Host agent: holds its host's lease, runs what is assigned to it, reports what runs.
+
+::
+
+    ServerLink (HTTPS to the server)                       Driver (sim, qemu)
+      register ──> Registration(lease, ttl) ─┐                    ▲
+      keepalive every ttl/4 ──ok──> fence.arm(sent + ttl - margin)│ create/start/stop/destroy
+      assignments + watch ──> desired ──┐                         │
+                                        ▼                         │
+                   plan_local(desired, observed = driver.list()) ─┘  (one op at a time per guest)
+                                        │
+      report(batch of changed states) <─┘   rejected (stale epoch) ──> stop that guest
+
+    watchdog THREAD: deadline passed ──> driver.kill_all(), report nothing ──> register again
+
+Vocabulary: an *assignment* is one guest at one epoch (``{"guest", "uid", "epoch",
+"spec"}``); *fencing* is killing every guest before the host lease can expire, so the
+control plane may restart them elsewhere without a double run; *adoption* is taking
+over guests that kept running across an agent restart. The agent never imports the
+store, the state layer or the controllers: all it knows comes through its link.
+
+Many agents in one process (simulated hosts)::
+
+    agents = [Agent(f"h{i}", AgentLink(url, token, ca), SimDriver(name=f"h{i}", capacity=cap),
+                    capacity=cap) for i in range(300)]
+    await run_many(agents)       # one task per agent, one watchdog thread for all
+"""
+
+from podium.agent._agent import Agent, AgentState, run_many
+from podium.agent._link import AgentError, LeaseExpired, LinkError, Registration, ServerLink
+from podium.agent._plan import StartGuest, StopGuest, plan_local, reports
+from podium.agent._tasks import TaskExited, supervise
+from podium.agent._watchdog import DEFAULT_WATCHDOG, Fence, Watchdog
+
+__all__ = [
+    "DEFAULT_WATCHDOG",
+    "Agent",
+    "AgentError",
+    "AgentState",
+    "Fence",
+    "LeaseExpired",
+    "LinkError",
+    "Registration",
+    "ServerLink",
+    "StartGuest",
+    "StopGuest",
+    "TaskExited",
+    "Watchdog",
+    "plan_local",
+    "reports",
+    "run_many",
+    "supervise",
+]

@@ -1,0 +1,115 @@
+"""The agent's view of the server: the :class:`ServerLink` protocol and its errors.
+
+``podium.client.AgentLink`` implements it over HTTPS; tests use fakes. The agent never
+imports the store or the state layer: everything it learns comes through a link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+class AgentError(Exception):
+    """Root of agent errors (``podium.agent``).
+
+    ::
+
+        AgentError
+        ├── LinkError      retryable: the server did not answer, or the stream dropped
+        └── LeaseExpired   the host lease is gone: fence, then register again
+    """
+
+    retryable: bool = False
+
+
+class LinkError(AgentError):
+    """The server could not be reached or answered with a server error; retry later."""
+
+    retryable = True
+
+
+class LeaseExpired(AgentError):
+    """The server no longer knows the host lease (HTTP 410): register again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What ``register`` returns.
+
+    ``host_token`` is the host's own agent token when the agent registered with a join
+    token (persist it; the link uses it from then on), else ``None``. ``lease`` is the
+    store lease the host's liveness hangs on; it expires ``ttl`` seconds after the last
+    keepalive the server received. Keep it alive every ``keepalive_interval`` seconds.
+    """
+
+    host_token: str | None
+    lease: int
+    ttl: int
+    keepalive_interval: float
+
+
+@runtime_checkable
+class ServerLink(Protocol):
+    """One agent's connection to the podium server (docs/contracts.md, agent endpoints).
+
+    Every method raises :class:`LinkError` when the server cannot be reached or answers
+    with a 5xx (the call may or may not have taken effect; every call is safe to
+    repeat). Other failures (401/403/4xx) raise :class:`AgentError` subclasses that
+    are not retryable.
+    """
+
+    async def register(
+        self,
+        name: str,
+        capacity: dict[str, Any],
+        labels: dict[str, Any],
+        driver: str,
+        agent_version: str,
+    ) -> Registration:
+        """Join (or re-join) the cluster as host ``name`` with a fresh lease.
+
+        If the server returns a host token, the link authenticates with it for every
+        later call; persisting it is the agent's job (``on_host_token``).
+        """
+        ...
+
+    async def keepalive(self, host: str, lease: int) -> int:
+        """Renew ``lease`` to its full TTL; return the TTL.
+
+        Raises :class:`LeaseExpired` if the lease is gone (the host must fence and
+        register again) and :class:`LinkError` if the server did not answer.
+        """
+        ...
+
+    async def assignments(self, host: str) -> tuple[list[dict[str, Any]], int]:
+        """Every assignment of ``host`` (``{"guest", "uid", "epoch", "spec"}``) and the
+        store revision of that list (watch from revision + 1)."""
+        ...
+
+    def watch_assignments(self, host: str, from_revision: int) -> AsyncIterator[dict[str, Any]]:
+        """Stream changes to ``host``'s assignments from ``from_revision``, one dict per line:
+
+        ``{"type": "PUT", "assignment": {...}, "revision": N}``,
+        ``{"type": "DELETE", "guest": name, "revision": N}``,
+        ``{"type": "BOOKMARK", "revision": N}`` (no change; progress marker),
+        ``{"type": "ERROR", "error": text}`` (history compacted: list again).
+
+        The stream may end at any time (server restart, proxy timeout); the caller
+        resumes from the last revision seen + 1. Raises :class:`LinkError` on
+        connection failures.
+        """
+        ...
+
+    async def report(self, host: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        """Report observed guest states, ``[{"guest", "epoch", "state", "message"}]``.
+
+        Returns ``{"accepted": [names], "rejected": [{"guest", "reason"}]}``; a guest is
+        rejected when ``host`` no longer holds its binding at that epoch (stop it).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

@@ -1,0 +1,289 @@
+"""The controllers: each maps store events to keys and reconciles one key at a time.
+
+Reconcile reads the current state (level-based; an event only says *which* key to look
+at), asks a pure ``plan_*`` function what to do, and applies the actions with
+leader-guarded writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from podium.controller import _snapshot as snap
+from podium.controller._errors import TemporaryError
+from podium.controller._events import EventRecorder
+from podium.controller._leader import Leadership
+from podium.controller._plans import (
+    Bind,
+    CreateGuests,
+    DeleteGuests,
+    NoteUnplaced,
+    PlacementAction,
+    RetryLater,
+    SetHostState,
+    Unbind,
+    plan_app,
+    plan_host,
+    plan_placement,
+)
+from podium.model import HostState, Kind
+from podium.scheduler import Scheduler
+from podium.state import ClusterState, NotFound, keys, loads
+from podium.store import Compare, Event, EventType
+
+log = logging.getLogger("podium.controller")
+
+PLACEMENT_KEY = "cluster"
+CREATE_CHUNK = 100  # guests per transaction (etcd allows 128 operations per txn)
+
+
+@dataclass(eq=False)
+class Context:
+    """What every controller shares during one term of leadership."""
+
+    state: ClusterState
+    leadership: Leadership
+    events: EventRecorder
+    scheduler: Scheduler
+    host_ttl: float
+    clock: Callable[[], float]
+    bind_concurrency: int = 16
+
+
+class Controller(Protocol):
+    """A reconcile loop. ``reconcile`` is never called twice at once for one key."""
+
+    name: str
+    workers: int
+    debounce: float  # wait this long after a trigger, to batch bursts
+
+    def keys_for(self, event: Event) -> Iterable[str]:
+        """Keys an event makes stale (cheap; no I/O)."""
+        ...
+
+    async def all_keys(self) -> Iterable[str]:
+        """Every key, for the initial list and periodic resyncs."""
+        ...
+
+    async def reconcile(self, key: str) -> None:
+        """Converge ``key``. Raises ``TemporaryError`` (retry) or ``PermanentError`` (report)."""
+        ...
+
+
+def _owner(event: Event) -> str | None:
+    for kv in (event.kv, event.prev_kv):
+        if kv is not None and kv.value:
+            owner = loads(kv.value).get("owner")
+            if owner:
+                return str(owner)
+    return None
+
+
+class AppController:
+    """App replicas -> owned guests ``<app>-<n>``."""
+
+    name = "app"
+    workers = 4
+    debounce = 0.0
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._apps = keys.object_prefix(Kind.APP)
+        self._guests = keys.object_prefix(Kind.GUEST)
+
+    def keys_for(self, event: Event) -> Iterable[str]:
+        key = event.kv.key
+        if key.startswith(self._apps):
+            return [key[len(self._apps) :]]
+        if key.startswith(self._guests):
+            owner = _owner(event)
+            return [owner] if owner else []
+        return []
+
+    async def all_keys(self) -> Iterable[str]:
+        return await snap.app_names(self.ctx.state)
+
+    async def reconcile(self, key: str) -> None:
+        state = self.ctx.state
+        record = await state.get_record(Kind.APP, key)
+        guests = await snap.guests_named(state, key + "-")
+        for action in plan_app(key, record, guests):
+            if isinstance(action, CreateGuests):
+                for i in range(0, len(action.guests), CREATE_CHUNK):  # store txns are bounded
+                    await state.create_owned_guests(action.app, action.guests[i : i + CREATE_CHUNK])
+            elif isinstance(action, DeleteGuests):
+                for name in action.names:
+                    with contextlib.suppress(NotFound):
+                        await state.delete_object(Kind.GUEST, name, force_owned=True)
+            else:
+                self.ctx.events.record(action.kind, action.name, action.reason, action.message)
+
+
+class HostController:
+    """Host liveness: ready while its lease lives, lost once the lease expired."""
+
+    name = "host"
+    workers = 4
+    debounce = 0.0
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._was_live: dict[str, bool] = {}
+        self._prefixes = (keys.object_prefix(Kind.HOST), keys.HOST_STATUS, keys.HOST_LIVE)
+
+    def keys_for(self, event: Event) -> Iterable[str]:
+        key = event.kv.key
+        for prefix in self._prefixes:
+            if key.startswith(prefix):
+                return [key[len(prefix) :]]
+        return []
+
+    async def all_keys(self) -> Iterable[str]:
+        return await snap.host_names(self.ctx.state)
+
+    async def reconcile(self, key: str) -> None:
+        ctx = self.ctx
+        host = await snap.read_host(ctx.state, key)
+        lease_alive = False
+        if host is not None and not host.live and host.state != HostState.LOST.value:
+            lease_alive = not await snap.lease_expired(ctx.state, host)
+        actions = plan_host(
+            host, lease_alive=lease_alive, was_live=self._was_live.get(key), retry=ctx.host_ttl / 4
+        )
+        for action in actions:
+            if isinstance(action, SetHostState):
+                guard = [ctx.leadership.compare]
+                if not await snap.set_host_state(ctx.state, key, action.state, ctx.clock(), guard):
+                    raise TemporaryError(f"host {key}: status changed meanwhile")
+            elif isinstance(action, RetryLater):
+                raise TemporaryError(action.reason, delay=action.delay)
+            else:
+                ctx.events.record(
+                    action.kind, action.name, action.reason, action.message, warning=action.warning
+                )
+        if host is None:
+            self._was_live.pop(key, None)
+        else:
+            self._was_live[key] = host.live
+
+
+class PlacementController:
+    """One pass over the whole cluster: place unbound guests, move guests off lost hosts.
+
+    A single key, so one worker: every binding decision in the cluster is made by one
+    sequential pass, over one snapshot, and capacity is never double-booked.
+    """
+
+    name = "placement"
+    workers = 1
+    debounce = 0.05
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._triggers = (
+            keys.object_prefix(Kind.GUEST),
+            keys.object_prefix(Kind.HOST),
+            keys.HOST_STATUS,
+            keys.HOST_LIVE,
+        )
+
+    def keys_for(self, event: Event) -> Iterable[str]:
+        key = event.kv.key
+        if key.startswith(self._triggers):
+            return [PLACEMENT_KEY]
+        if key.startswith(keys.BINDINGS) and event.type is EventType.DELETE:
+            return [PLACEMENT_KEY]  # capacity freed
+        return []
+
+    async def all_keys(self) -> Iterable[str]:
+        return [PLACEMENT_KEY]
+
+    async def reconcile(self, key: str) -> None:
+        snapshot = await snap.read_snapshot(self.ctx.state)
+        plan = plan_placement(snapshot, self.ctx.scheduler)
+        failed = await self._apply(plan.actions)
+        if failed:
+            raise TemporaryError(f"{failed} binding(s) changed during the pass", delay=0.1)
+
+    async def _apply(self, actions: Sequence[PlacementAction]) -> int:
+        """Apply in order, ``bind_concurrency`` at a time; return how many lost a race."""
+        n = self.ctx.bind_concurrency
+        failed = 0
+        for i in range(0, len(actions), n):
+            chunk = actions[i : i + n]
+            results = await asyncio.gather(
+                *(self._apply_one(a) for a in chunk), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result  # every task of the chunk has finished: nothing leaks
+            failed += results.count(False)
+        return failed
+
+    async def _apply_one(self, action: PlacementAction) -> bool:
+        ctx = self.ctx
+        state = ctx.state
+        if isinstance(action, NoteUnplaced):
+            await state.note_unplaced(action.guest, action.reason)
+            return True
+        guard: list[Compare] = [ctx.leadership.compare]
+        if action.moved_from is not None:  # only while the lost host stays gone
+            guard.append(Compare(keys.host_live_key(action.moved_from), "version", "=", 0))
+        if isinstance(action, Unbind):
+            bound = await state.bind(
+                action.guest, None, expected_revision=action.revision, extra=guard
+            )
+            if bound is None:
+                return False
+            await state.note_unplaced(
+                action.guest, f"host {action.moved_from} lost; {action.reason}"
+            )
+            ctx.events.record(
+                "Guest",
+                action.guest,
+                "GuestPending",
+                f"host {action.moved_from} lost and no host can take it: {action.reason}",
+                warning=True,
+                group=("Host", action.moved_from),
+            )
+            return True
+        assert isinstance(action, Bind)
+        bound = await state.bind(
+            action.guest, action.host, expected_revision=action.revision, extra=guard
+        )
+        if bound is None:
+            return False
+        if action.moved_from is None:
+            reason, message = "GuestPlaced", f"placed on {action.host} (epoch {bound.epoch})"
+        else:
+            reason = "GuestRebound"
+            message = (
+                f"moved from lost host {action.moved_from} to {action.host} (epoch {bound.epoch})"
+            )
+        ctx.events.record("Guest", action.guest, reason, message, group=("Host", action.host))
+        return True
+
+
+def guest_running_event(event: Event) -> tuple[str, str, str] | None:
+    """``(guest, host, message)`` if this status write made a guest running at a new epoch."""
+    if event.type is not EventType.PUT or not event.kv.key.startswith(keys.GUEST_STATUS):
+        return None
+    status = loads(event.kv.value)
+    if status.get("state") != "running":
+        return None
+    if event.prev_kv is not None:
+        prev = loads(event.prev_kv.value)
+        if prev.get("state") == "running" and prev.get("epoch") == status.get("epoch"):
+            return None
+    guest = event.kv.key[len(keys.GUEST_STATUS) :]
+    host = str(status.get("host"))
+    return guest, host, f"running on {host} (epoch {status.get('epoch')})"
+
+
+ControllerFactory = Callable[[Context], Controller]
+CONTROLLERS: tuple[ControllerFactory, ...] = (AppController, HostController, PlacementController)

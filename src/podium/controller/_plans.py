@@ -1,0 +1,296 @@
+"""Pure decisions: ``plan_*(desired, observed) -> actions``. No I/O, fully unit-testable.
+
+The appliers in :mod:`podium.controller._controllers` execute these actions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from podium.controller._snapshot import HostRecord, Snapshot
+from podium.model import HostState, Resources, Spread
+from podium.scheduler import GuestRequest, HostRow, HostTable, PlacementRequest, Scheduler
+
+JSON = dict[str, Any]
+
+# -- actions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Record a cluster event."""
+
+    kind: str
+    name: str
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CreateGuests:
+    """Create replicas ``(name, spec)`` owned by ``app``."""
+
+    app: str
+    guests: tuple[tuple[str, JSON], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGuests:
+    """Delete replicas (their bindings and assignments go with them)."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetHostState:
+    host: str
+    state: HostState
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Nothing to do yet; look again after ``delay`` seconds."""
+
+    reason: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Bind ``guest`` to ``host`` (epoch + 1), guarded by the binding's ``revision``.
+
+    ``moved_from`` is the lost host it leaves (then the bind also requires that host's
+    liveness key to be absent), or ``None`` for a first placement.
+    """
+
+    guest: str
+    host: str
+    revision: int
+    moved_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unbind:
+    """Take ``guest`` off lost host ``moved_from`` when no other host can take it."""
+
+    guest: str
+    revision: int
+    moved_from: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoteUnplaced:
+    """Record why an unbound guest waits."""
+
+    guest: str
+    reason: str
+
+
+AppAction = CreateGuests | DeleteGuests | Emit
+HostAction = SetHostState | Emit | RetryLater
+PlacementAction = Bind | Unbind | NoteUnplaced
+
+# -- app: replicas -> owned guests ---------------------------------------------------------
+
+_INDEX = re.compile(r"-(\d+)$")
+
+
+def replica_index(app: str, name: str) -> int | None:
+    """``n`` of a replica named ``<app>-<n>``, else ``None``."""
+    if not name.startswith(app + "-"):
+        return None
+    m = _INDEX.search(name)
+    return int(m.group(1)) if m and m.start() == len(app) else None
+
+
+def replica_spec(app: str, spec: Mapping[str, Any]) -> JSON:
+    """The guest spec of one replica of an App spec."""
+    return {
+        "image": spec.get("image", "tiny"),
+        "request": dict(spec["request"]),
+        "priority": int(spec.get("priority", 0)),
+        "running": True,
+        "app": app,
+        "spread": spec.get("spread"),
+    }
+
+
+def plan_app(app: str, record: JSON | None, guests: Sequence[JSON]) -> list[AppAction]:
+    """Converge ``app``'s owned guests to its replica count.
+
+    ``guests``: every guest whose name starts with ``<app>-`` (owned or not). New
+    replicas take the lowest free indices (from 1); scale-down removes the highest.
+    A deleted App (``record`` None) loses all its guests. Spec changes apply to new
+    replicas only (rolling updates are later work).
+    """
+    owned = [g for g in guests if g.get("owner") == app]
+
+    def order(g: JSON) -> tuple[int, str]:
+        index = replica_index(app, g["name"])
+        return (index if index is not None else 1 << 62, g["name"])
+
+    if record is None:
+        doomed = tuple(g["name"] for g in sorted(owned, key=order, reverse=True))
+        if not doomed:
+            return []
+        return [
+            DeleteGuests(doomed),
+            Emit("App", app, "AppDeleted", f"deleted {len(doomed)} guests of deleted app {app}"),
+        ]
+    replicas = int(record["spec"]["replicas"])
+    if len(owned) > replicas:
+        doomed = tuple(
+            g["name"] for g in sorted(owned, key=order, reverse=True)[: len(owned) - replicas]
+        )
+        return [
+            DeleteGuests(doomed),
+            Emit("App", app, "ScaledDown", f"deleted {_names(doomed)} ({replicas} replicas)"),
+        ]
+    if len(owned) < replicas:
+        taken = {g["name"] for g in guests}
+        spec = replica_spec(app, record["spec"])
+        new: list[tuple[str, JSON]] = []
+        n = 0
+        while len(new) < replicas - len(owned):
+            n += 1
+            if f"{app}-{n}" not in taken:
+                new.append((f"{app}-{n}", spec))
+        return [
+            CreateGuests(app, tuple(new)),
+            Emit(
+                "App",
+                app,
+                "ScaledUp",
+                f"created {_names([n for n, _ in new])} ({replicas} replicas)",
+            ),
+        ]
+    return []
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# -- hosts: liveness ----------------------------------------------------------------------------
+
+
+def plan_host(
+    host: HostRecord | None, *, lease_alive: bool, was_live: bool | None, retry: float
+) -> list[HostAction]:
+    """Judge a host's liveness from its liveness key, which lives on its lease.
+
+    - live, not marked ready          -> ready (``HostReady``)
+    - live again after we saw it gone -> ``HostReady`` (registration already marked it)
+    - key gone, lease still alive     -> wait (never declare lost before the lease expired)
+    - key gone, lease expired         -> lost (``HostLost``); placement then moves its guests
+    """
+    if host is None or host.state == HostState.LEFT.value:
+        return []
+    if host.live:
+        if host.state != HostState.READY.value:
+            return [
+                SetHostState(host.name, HostState.READY),
+                Emit("Host", host.name, "HostReady", f"host {host.name} is ready"),
+            ]
+        if was_live is False:
+            return [Emit("Host", host.name, "HostReady", f"host {host.name} is ready again")]
+        return []
+    if host.state == HostState.LOST.value:
+        return []
+    if lease_alive:
+        return [RetryLater(f"host {host.name}: liveness key gone but lease alive", retry)]
+    return [
+        SetHostState(host.name, HostState.LOST),
+        Emit(
+            "Host",
+            host.name,
+            "HostLost",
+            f"host {host.name} lost: its lease expired; moving its guests",
+            warning=True,
+        ),
+    ]
+
+
+# -- placement: unbound guests, and guests of lost hosts -------------------------------------
+
+
+def guest_request(record: JSON, *, moving: bool = False) -> GuestRequest:
+    spec = record["spec"]
+    spread = spec.get("spread")
+    return GuestRequest(
+        name=record["name"],
+        request=Resources.from_dict(spec.get("request", {})),
+        app=spec.get("app") or record.get("owner"),
+        spread=Spread(spread) if spread else None,
+        priority=int(spec.get("priority", 0)),
+        moving=moving,
+    )
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    """The scheduler's input, which guests leave a lost host, and the resulting actions."""
+
+    request: PlacementRequest
+    moving: dict[str, str]  # guest -> lost host it leaves
+    actions: list[PlacementAction]
+
+
+def placement_request(snapshot: Snapshot) -> tuple[PlacementRequest, dict[str, str]]:
+    """Guests to place (unbound, or bound to a host whose lease expired) on a host table."""
+    moving = {
+        g: b.host
+        for g, b in snapshot.bindings.items()
+        if b.host and b.host in snapshot.expired and g in snapshot.guests
+    }
+    todo = [
+        guest_request(rec, moving=name in moving)
+        for name, rec in snapshot.guests.items()
+        if name in moving or name not in snapshot.bindings or snapshot.bindings[name].host is None
+    ]
+    allocated: dict[str, Resources] = defaultdict(Resources)
+    placed: dict[str, list[str]] = defaultdict(list)
+    for name, b in snapshot.bindings.items():
+        rec = snapshot.guests.get(name)
+        if b.host is None or rec is None or name in moving:
+            continue
+        g = guest_request(rec)
+        allocated[b.host] = allocated[b.host] + g.request
+        if g.app is not None:
+            placed[g.app].append(b.host)
+    rows = [
+        HostRow(
+            name=h.name,
+            capacity=Resources.from_dict(h.spec.get("capacity", {})),
+            allocated=allocated[h.name],
+            ready=h.live and h.state == HostState.READY.value,
+            cordoned=bool(h.spec.get("cordoned")),
+            labels=h.spec.get("labels", {}),
+        )
+        for h in snapshot.hosts.values()
+    ]
+    return PlacementRequest(HostTable.build(rows), todo, dict(placed)), moving
+
+
+def plan_placement(snapshot: Snapshot, scheduler: Scheduler) -> PlacementPlan:
+    """Place what is unbound and move what sits on lost hosts, in priority order."""
+    request, moving = placement_request(snapshot)
+    result = scheduler.place(request)
+    actions: list[PlacementAction] = []
+    for guest, host in result.placements.items():
+        rev = snapshot.bindings[guest].revision if guest in snapshot.bindings else 0
+        actions.append(Bind(guest, host, rev, moving.get(guest)))
+    for guest, reason in result.unplaced.items():
+        if guest in moving:
+            rev = snapshot.bindings[guest].revision
+            actions.append(Unbind(guest, rev, moving[guest], reason))
+        elif snapshot.statuses.get(guest, {}).get("message") != reason:
+            actions.append(NoteUnplaced(guest, reason))
+    return PlacementPlan(request, moving, actions)

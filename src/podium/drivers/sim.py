@@ -1,0 +1,251 @@
+"""SimDriver: an in-process model of one host, for simulating hundreds of hosts at once.
+
+It keeps capacity accounting (a guest that does not fit is refused) and timing (start
+and stop take a while), and nothing else: no processes, no threads, a dict and a lock
+per host. Delays are drawn from a generator seeded by ``(seed, guest, epoch)``, so a
+run replays exactly whatever order the agent starts guests in.
+
+::
+
+    create ──> defined ──start──> starting ──(delay)──> running ──stop──> stopping ──> stopped
+                                     │                    │
+                                     └──── kill / crash ──┴──────────────────────────> stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import random
+import threading
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from podium.drivers._protocol import (
+    DriverError,
+    DriverGuestState,
+    GuestBusy,
+    GuestConfig,
+    GuestInfo,
+    GuestKilled,
+    GuestNotFound,
+    InsufficientResources,
+)
+from podium.model import DIMENSIONS, Resources
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+S = DriverGuestState
+
+
+@dataclass(slots=True)
+class _Guest:
+    config: GuestConfig
+    state: DriverGuestState
+    message: str
+    since: float
+    generation: int = 0  # bumped by every kill/stop, so a start in flight knows it lost
+
+
+class SimDriver:
+    """A simulated host. See :class:`podium.drivers.Driver` for the contract.
+
+    ``start_delay`` and ``stop_delay`` are ``(low, high)`` seconds, drawn uniformly per
+    operation. ``sleep`` and ``clock`` are injectable for tests.
+    """
+
+    kind = "sim"
+
+    def __init__(
+        self,
+        *,
+        name: str = "sim",
+        capacity: Resources,
+        start_delay: tuple[float, float] = (0.2, 0.5),
+        stop_delay: tuple[float, float] = (0.05, 0.1),
+        seed: int = 0,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._start_delay = start_delay
+        self._stop_delay = stop_delay
+        self._seed = seed
+        self._clock = clock
+        self._sleep = sleep
+        self._guests: dict[str, _Guest] = {}
+        self._lock = threading.Lock()
+        self.starts = 0  # how many starts were attempted (tests assert on restarts)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _delay(self, bounds: tuple[float, float], op: str, config: GuestConfig) -> float:
+        low, high = bounds
+        if high <= low:
+            return low
+        key = f"{self._seed}/{op}/{config.name}/{config.epoch}".encode()
+        return random.Random(zlib.crc32(key)).uniform(low, high)
+
+    def _info(self, g: _Guest) -> GuestInfo:
+        c = g.config
+        return GuestInfo(c.name, c.uid, c.epoch, g.state, g.message, g.since)
+
+    def _set(self, g: _Guest, state: DriverGuestState, message: str = "") -> None:
+        g.state, g.message, g.since = state, message, self._clock()
+
+    def _get(self, name: str) -> _Guest:
+        g = self._guests.get(name)
+        if g is None:
+            raise GuestNotFound(f"guest {name!r} is not defined on {self.name}")
+        return g
+
+    def allocated(self) -> Resources:
+        """Resources held by active guests."""
+        with self._lock:
+            total = Resources()
+            for g in self._guests.values():
+                if g.state.active:
+                    total = total + g.config.request
+            return total
+
+    def _shortfall(self, request: Resources) -> str:
+        """Empty if ``request`` fits in what is free now (caller holds the lock)."""
+        used = Resources()
+        for g in self._guests.values():
+            if g.state.active:
+                used = used + g.config.request
+        free = self.capacity - used
+        for dim, need, have in zip(DIMENSIONS, request.as_tuple(), free.as_tuple(), strict=True):
+            if need > have + 1e-9:
+                return f"does not fit on {self.name}: needs {dim} {need:g}, {have:g} free"
+        return ""
+
+    # -- Driver protocol -------------------------------------------------------------
+
+    async def create(self, config: GuestConfig) -> GuestInfo:
+        with self._lock:
+            g = self._guests.get(config.name)
+            if g is None:
+                g = _Guest(config, S.DEFINED, "", self._clock())
+                self._guests[config.name] = g
+            elif g.config != config:
+                if g.state.active:
+                    raise GuestBusy(
+                        f"guest {config.name!r} runs at epoch {g.config.epoch}; stop it before "
+                        f"defining epoch {config.epoch}"
+                    )
+                g.config = config
+            return self._info(g)
+
+    async def start(self, name: str) -> GuestInfo:
+        with self._lock:
+            g = self._get(name)
+            if g.state is S.RUNNING:
+                return self._info(g)
+            if g.state is S.STOPPING:
+                raise GuestBusy(f"guest {name!r} is stopping; start it again once stopped")
+            if g.state is not S.STARTING:
+                self.starts += 1
+                shortfall = self._shortfall(g.config.request)
+                if shortfall:
+                    self._set(g, S.FAILED, shortfall)
+                    raise InsufficientResources(f"cannot start {name}: {shortfall}")
+                g.generation += 1
+                self._set(g, S.STARTING, "starting")
+            generation = g.generation
+            delay = self._delay(self._start_delay, "start", g.config)
+        try:
+            await self._sleep(delay)
+        except asyncio.CancelledError:
+            with self._lock:
+                if g.generation == generation and g.state is S.STARTING:
+                    self._set(g, S.STOPPED, "start cancelled")
+            raise
+        with self._lock:
+            if g.generation != generation or g.state is not S.STARTING:
+                raise GuestKilled(f"guest {name!r} was stopped while starting ({g.message})")
+            self._set(g, S.RUNNING)
+            return self._info(g)
+
+    async def stop(self, name: str, *, timeout: float = 30.0) -> GuestInfo | None:
+        with self._lock:
+            g = self._guests.get(name)
+            if g is None:
+                return None
+            if not g.state.active:
+                return self._info(g)
+            g.generation += 1
+            generation = g.generation
+            self._set(g, S.STOPPING, "stopping")
+            delay = self._delay(self._stop_delay, "stop", g.config)
+        try:
+            await self._sleep(min(delay, timeout))
+        finally:
+            with self._lock:
+                if g.generation == generation and g.state is S.STOPPING:
+                    self._set(g, S.STOPPED, "stopped")
+        return self._info(g)
+
+    def kill(self, name: str) -> None:
+        with self._lock:
+            g = self._guests.get(name)
+            if g is not None and g.state.active:
+                g.generation += 1
+                self._set(g, S.STOPPED, "killed")
+
+    def kill_all(self) -> builtins.list[str]:
+        with self._lock:
+            killed = []
+            for g in self._guests.values():
+                if g.state.active:
+                    g.generation += 1
+                    self._set(g, S.STOPPED, "killed (host fenced)")
+                    killed.append(g.config.name)
+            return killed
+
+    async def destroy(self, name: str) -> None:
+        with self._lock:
+            g = self._guests.get(name)
+            if g is None:
+                return
+            if g.state.active:
+                raise GuestBusy(f"guest {name!r} is {g.state.value}; stop it before destroying it")
+            del self._guests[name]
+
+    async def list(self) -> builtins.list[GuestInfo]:
+        with self._lock:
+            return [self._info(self._guests[n]) for n in sorted(self._guests)]
+
+    async def status(self, name: str) -> GuestInfo | None:
+        with self._lock:
+            g = self._guests.get(name)
+            return self._info(g) if g else None
+
+    # -- simulation controls (not part of the Driver protocol) ---------------------------
+
+    def crash(self, name: str | None = None) -> None:
+        """A guest dies on its own (``name``), or the whole host does (every guest)."""
+        with self._lock:
+            victims = [self._guests[name]] if name in self._guests else []
+            if name is None:
+                victims = builtins.list(self._guests.values())
+            for g in victims:
+                if g.state.active:
+                    g.generation += 1
+                    self._set(g, S.FAILED, "crashed")
+
+    def running_uids(self) -> builtins.list[str]:
+        """Uids of guests running now (to hunt double runs across simulated hosts)."""
+        with self._lock:
+            return [g.config.uid for g in self._guests.values() if g.state is S.RUNNING]
+
+    def snapshot(self) -> dict[str, GuestInfo]:
+        """Every guest, synchronously (for tests and the demo's invariant checks)."""
+        with self._lock:
+            return {n: self._info(g) for n, g in self._guests.items()}
+
+
+__all__ = ["DriverError", "SimDriver"]

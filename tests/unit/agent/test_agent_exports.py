@@ -1,0 +1,47 @@
+"""The public surface of podium.agent is what we mean it to be (podium.client relies on it)."""
+
+import inspect
+
+import podium.agent
+
+
+def test_exports() -> None:
+    assert sorted(podium.agent.__all__) == [
+        "Agent",
+        "AgentError",
+        "AgentState",
+        "DEFAULT_WATCHDOG",
+        "Fence",
+        "LeaseExpired",
+        "LinkError",
+        "Registration",
+        "ServerLink",
+        "StartGuest",
+        "StopGuest",
+        "TaskExited",
+        "Watchdog",
+        "plan_local",
+        "reports",
+        "run_many",
+        "supervise",
+    ]
+
+
+def test_link_protocol_matches_the_contract() -> None:
+    link = podium.agent.ServerLink
+    params = {
+        name: list(inspect.signature(getattr(link, name)).parameters)[1:]
+        for name in ("register", "keepalive", "assignments", "watch_assignments", "report", "close")
+    }
+    assert params == {
+        "register": ["name", "capacity", "labels", "driver", "agent_version"],
+        "keepalive": ["host", "lease"],
+        "assignments": ["host"],
+        "watch_assignments": ["host", "from_revision"],
+        "report": ["host", "reports"],
+        "close": [],
+    }
+    assert not inspect.iscoroutinefunction(link.watch_assignments)
+    fields = list(podium.agent.Registration.__dataclass_fields__)
+    assert fields == ["host_token", "lease", "ttl", "keepalive_interval"]
+    assert podium.agent.LinkError.retryable and not podium.agent.LeaseExpired.retryable

@@ -1,0 +1,24 @@
+"""The public surface of podium.controller is what we mean it to be."""
+
+import podium.controller
+
+
+def test_exports() -> None:
+    assert sorted(podium.controller.__all__) == [
+        "AppController",
+        "ControllerError",
+        "ControllerManager",
+        "EventRecorder",
+        "HostController",
+        "LeaderElection",
+        "Leadership",
+        "PermanentError",
+        "PlacementController",
+        "TemporaryError",
+        "WorkQueue",
+        "plan_app",
+        "plan_host",
+        "plan_placement",
+    ]
+    assert issubclass(podium.controller.TemporaryError, podium.controller.ControllerError)
+    assert issubclass(podium.controller.PermanentError, podium.controller.ControllerError)

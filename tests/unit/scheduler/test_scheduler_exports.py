@@ -1,0 +1,26 @@
+"""The public surface of podium.scheduler is what we mean it to be."""
+
+import podium.scheduler
+
+
+def test_exports() -> None:
+    assert sorted(podium.scheduler.__all__) == [
+        "BatchState",
+        "BestFitScore",
+        "FilterPlugin",
+        "FitFilter",
+        "FrameworkScheduler",
+        "GuestRequest",
+        "HostRow",
+        "HostTable",
+        "PlacementRequest",
+        "PlacementResult",
+        "ReadyFilter",
+        "Scheduler",
+        "ScorePlugin",
+        "SpreadFilter",
+        "default_scheduler",
+        "solve_instance",
+        "verify",
+    ]
+    assert isinstance(podium.scheduler.default_scheduler(), podium.scheduler.Scheduler)
