@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.server import running_server
 
 from podium.agent import Agent
 from podium.client import AgentLink, AsyncPodiumClient, ClientConfig
 from podium.drivers.sim import SimDriver
 from podium.model import Resources
+from tests.support.server import running_server
 
 CAPACITY = Resources(8, 8192, 1000, 1000)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.server import start_server, stop_server
 
 from podium.client import AsyncPodiumClient, ClientConfig, ClientError
 from podium.model import validate_document
+from tests.support.server import start_server, stop_server
 
 GUESTS = 200
 

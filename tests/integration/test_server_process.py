@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.server import running_server, sqlite_url, start_server, stop_server
 
 from podium.client import AsyncPodiumClient, ClientConfig
+from tests.support.server import running_server, sqlite_url, start_server, stop_server
 
 
 def run_server(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

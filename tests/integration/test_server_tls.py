@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from tests.support.server import running_server, sqlite_url
 
 from podium.client import AsyncPodiumClient, ClientConfig, ClientError
 from podium.server._tls import ensure_tls
+from tests.support.server import running_server, sqlite_url
 
 SECRETS = ("admin.conf", "ca.key", "server.key")
 MATERIAL = ("ca.pem", "ca.key", "server.pem", "server.key")

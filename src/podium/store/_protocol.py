@@ -119,8 +119,9 @@ class EventType(enum.Enum):
 class Event:
     """One change. ``revision`` is the store revision of the write that made it.
 
-    For a DELETE, ``kv`` carries the key, an empty value, ``mod_revision`` equal to
-    the delete revision, and ``version`` 0.
+    For a DELETE, ``kv`` carries the key, an empty value, the deleted key's
+    ``create_revision``, ``mod_revision`` equal to the delete revision, ``version`` 0 and
+    ``lease`` 0; ``prev_kv`` is the key as it was.
     """
 
     type: EventType
@@ -142,7 +143,11 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class StoreStatus:
-    """Health summary for ``/healthz`` and ``podium`` diagnostics."""
+    """Health summary for ``/healthz`` and ``podium`` diagnostics.
+
+    ``compact_revision`` is 0 while nothing was compacted; ``endpoints`` are the etcd
+    members, or the SQLite file.
+    """
 
     backend: str
     revision: int
@@ -189,13 +194,20 @@ class Store(Protocol):
         """Atomically: if every compare holds run ``success``, else ``failure``.
 
         All writes of one transaction share one new revision; a transaction that
-        writes nothing does not advance it. Writing the same key twice in one
-        transaction raises ``InvalidRequest`` (as etcd does), and nothing is written.
+        writes nothing does not advance it. Both branches are checked first, whichever
+        runs (etcd's rules): putting a key twice, or putting a key the same branch
+        deletes (directly or by prefix), or more than 128 operations in a branch raises
+        ``InvalidRequest``, and nothing is written. A ``Put`` on a dead lease in the
+        branch that runs raises ``LeaseNotFound``, and nothing is written.
         """
         ...
 
     async def grant(self, ttl: int) -> Lease:
-        """Create a lease of ``ttl`` seconds (at least 1)."""
+        """Create a lease of ``ttl`` seconds (at least 1).
+
+        A backend may grant more: etcd raises a TTL to its minimum (1.5 x its election
+        timeout, 2 s by default). ``Lease.ttl`` is the TTL granted.
+        """
         ...
 
     async def keepalive(self, lease_id: int) -> int:
@@ -207,13 +219,18 @@ class Store(Protocol):
         ...
 
     async def lease_ttl(self, lease_id: int) -> int:
-        """Seconds left on a lease, or -1 if it does not exist (expired or revoked)."""
+        """Whole seconds left on a lease, or -1 if it does not exist (expired or revoked).
+
+        Approximate: etcd rounds down (0 while the lease is about to expire).
+        """
         ...
 
     def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[Event]:
         """Stream every event under ``prefix`` with revision >= ``start_revision``.
 
-        ``start_revision`` 0 means "from now on" (the next revision). Events arrive in
+        ``start_revision`` 0 means "from now on": from the revision after the one current
+        when the stream starts, at the first iteration (to miss nothing between a read
+        and a watch, pass the read's revision + 1). Events arrive in
         revision order, without gaps or duplicates, several per revision when a
         transaction wrote several keys. Raises ``Compacted`` (at the first iteration)
         if ``start_revision`` is below the compaction revision (etcd semantics). A consumer that

@@ -1,11 +1,15 @@
-"""Helpers every backend shares: compare evaluation, op checks, prefix bounds."""
+"""Helpers every backend shares: compare evaluation, request checks, prefix bounds."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from podium.store._protocol import Compare, Delete, KeyValue, Op, Put
+from podium.store._protocol import Compare, Delete, Get, KeyValue, Op, Put
 from podium.store.errors import InvalidRequest
+
+# etcd's default --max-txn-ops: a larger transaction is rejected there, so every
+# backend rejects it (a caller must not work on SQLite and fail on etcd).
+MAX_TXN_OPS = 128
 
 
 def prefix_end(prefix: str) -> str:
@@ -13,6 +17,20 @@ def prefix_end(prefix: str) -> str:
     if not prefix:
         return "\U0010ffff"
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def prefix_end_bytes(prefix: bytes) -> bytes | None:
+    """etcd's range end for a byte prefix; ``None`` means "no upper bound".
+
+    UTF-8 byte order is code point order, so byte ranges match ``str`` prefixes.
+    """
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return None
 
 
 def _compare_values(actual: int | bytes, op: str, expected: int | bytes) -> bool:
@@ -52,12 +70,41 @@ def check_compare(cmp: Compare, kv: KeyValue | None) -> bool:
 
 
 def check_txn_ops(ops: Sequence[Op]) -> None:
-    """Reject a transaction that writes one key twice (etcd: 'duplicate key given in txn')."""
-    seen: set[str] = set()
+    """Reject one branch that etcd rejects: 'duplicate key given in txn request'.
+
+    etcd's rule (``checkIntervals``): a key may be put at most once, and never inside a
+    key or prefix the same branch deletes; deletes may overlap each other; gets are free.
+    """
+    puts: set[str] = set()
+    deletes: list[Delete] = []
     for op in ops:
-        if isinstance(op, Put | Delete) and not (isinstance(op, Delete) and op.prefix):
-            if op.key in seen:
-                raise InvalidRequest(f"duplicate key {op.key!r} in one transaction")
-            seen.add(op.key)
-        if not op.key:
+        if not op.key and not (isinstance(op, Delete | Get) and op.prefix):
             raise InvalidRequest("empty key")
+        if isinstance(op, Put):
+            if op.key in puts:
+                raise InvalidRequest(f"duplicate key {op.key!r} in one transaction")
+            puts.add(op.key)
+        elif isinstance(op, Delete):
+            deletes.append(op)
+    for d in deletes:
+        clash = [k for k in puts if k.startswith(d.key)] if d.prefix else [d.key] * (d.key in puts)
+        if clash:
+            raise InvalidRequest(
+                f"duplicate key {clash[0]!r} in one transaction (put and deleted together)"
+            )
+
+
+def check_txn(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> None:
+    """Validate a whole transaction before evaluating it, as etcd does.
+
+    Both branches are checked whichever one would run, so a malformed transaction fails
+    the same way on every backend and in every store state.
+    """
+    if max(len(compares), len(success), len(failure)) > MAX_TXN_OPS:
+        raise InvalidRequest(f"too many operations in one transaction (at most {MAX_TXN_OPS})")
+    for cmp in compares:
+        if not cmp.key:
+            raise InvalidRequest("empty key in a compare")
+        check_compare(cmp, None)  # type and operator checks only
+    check_txn_ops(success)
+    check_txn_ops(failure)

@@ -27,7 +27,7 @@ from podium.store._protocol import (
     StoreStatus,
     TxnResult,
 )
-from podium.store._txn import check_compare, check_txn_ops, prefix_end
+from podium.store._txn import check_compare, check_txn, check_txn_ops, prefix_end
 from podium.store.errors import Compacted, InvalidRequest, LeaseNotFound, StoreError
 
 Clock = Callable[[], float]
@@ -138,7 +138,8 @@ class MemoryStore:
     def _revoke_now(self, lease_id: int) -> None:
         if self._leases.pop(lease_id, None) is None:
             return
-        keys = [kv.key for kv in self._kv.values() if kv.lease == lease_id]
+        # etcd deletes a lease's keys in key order (its lessor sorts them)
+        keys = sorted(kv.key for kv in self._kv.values() if kv.lease == lease_id)
         if keys:
             self._write([Delete(k) for k in keys])
 
@@ -146,6 +147,8 @@ class MemoryStore:
 
     async def get(self, key: str) -> KeyValue | None:
         self._check_open()
+        if not key:
+            raise InvalidRequest("empty key")
         return self._kv.get(key)
 
     async def range(self, prefix: str, *, limit: int = 0) -> RangeResult:
@@ -167,6 +170,7 @@ class MemoryStore:
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
         self._check_open()
+        check_txn(compares, success, failure)
         ok = all(check_compare(c, self._kv.get(c.key)) for c in compares)
         rev, results = self._write(success if ok else failure)
         return TxnResult(ok, rev, results)

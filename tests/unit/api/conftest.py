@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.support.server import StreamingASGITransport
 
 from podium.api import context_of, create_app
 from podium.state import ClusterState
 from podium.store.memory import MemoryStore
+from tests.support.server import StreamingASGITransport
 
 MakeClient = Callable[[str | None], httpx.AsyncClient]
 

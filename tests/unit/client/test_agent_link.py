@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.support.server import StreamingASGITransport
 
 from podium.agent import AgentError, LeaseExpired, LinkError, Registration, ServerLink
 from podium.client import AgentLink
 from podium.model import Kind, Manifest
 from podium.state import ClusterState
+from tests.support.server import StreamingASGITransport
 
 CAPACITY = {"cpu": 4, "memory_mib": 4096, "iops": 100, "net_mbps": 100}
 

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.support.server import StreamingASGITransport
 
 from podium.client import AsyncPodiumClient, ClientConfig, ClientError
 from podium.client import _client as client_module
 from podium.state import ClusterState
+from tests.support.server import StreamingASGITransport
 
 GUEST = {"kind": "Guest", "name": "a", "spec": {"image": "tiny"}}
 
