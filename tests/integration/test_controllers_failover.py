@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from podium.drivers import SimDriver
 from podium.model import GuestState, HostName, HostSpec, Kind, Manifest, Resources
 from podium.scheduler import default_scheduler
 from podium.state import ClusterState, StaleEpoch, keys, loads
-from podium.store import Compacted, Event, EventType, LeaseNotFound
-from podium.store.sqlite import SQLiteStore, _read_events
+from podium.store import Compacted, EventType, LeaseNotFound
+from podium.store.sqlite import SQLiteStore
 
 TTL = 2
 CAPACITY = Resources(cpu=8, memory_mib=8192, iops=1000, net_mbps=1000)
@@ -111,31 +110,6 @@ class StateLink:
         pass
 
 
-class _SQLiteStore(SQLiteStore):
-    """SQLiteStore with a watch that never loses a cancellation.
-
-    Workaround, to remove once ``SQLiteStore.watch`` is fixed: on Python 3.11 its
-    ``asyncio.wait_for(changed.wait(), poll)`` can swallow a cancellation that races with
-    a commit (CPython gh-86296), and a TaskGroup waiting for that watcher hangs forever
-    (seen here as an agent that never re-registers after fencing). ``asyncio.timeout``
-    does not have the bug.
-    """
-
-    async def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[Event]:
-        next_rev = start_revision or await self.revision() + 1
-        while not self._closed:
-            changed = self._changed
-            read = partial(_read_events, prefix=prefix, next_rev=next_rev)
-            events, next_rev, more = await self._read(read)
-            for event in events:
-                yield event
-            if more or self._closed:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
-                    await changed.wait()
-
-
 class Host:
     def __init__(self, name: str, state: ClusterState) -> None:
         self.name = name
@@ -174,7 +148,7 @@ class DoubleRunSampler:
 async def cluster(
     tmp_path: Path, n: int
 ) -> AsyncIterator[tuple[ClusterState, list[Host], DoubleRunSampler]]:
-    store = _SQLiteStore(tmp_path / "podium.db", sweep_interval=0.05, poll_interval=0.05)
+    store = SQLiteStore(tmp_path / "podium.db", sweep_interval=0.05, poll_interval=0.05)
     state = ClusterState(store)
     election = LeaderElection(store, ttl=2, identity="test-server")
     hosts: list[Host] = []

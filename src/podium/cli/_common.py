@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -12,8 +13,16 @@ from rich.console import Console
 
 T = TypeVar("T")
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _width() -> int | None:
+    # A pipe or a log gets long lines rather than tables folded at rich's default of 80.
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return 200
+
+
+console = Console(width=_width())
+err_console = Console(stderr=True, width=_width())
 
 ConfigOption = Annotated[
     str | None,

@@ -1,0 +1,194 @@
+"""What only the SQLite backend promises: durability, clear file errors, bounded history,
+and watches that see writes by another process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from podium.store import Compacted, EventType, Put, StoreError
+from podium.store.sqlite import SQLiteStore
+from tests.integration.store_contract._support import FakeClock, take, wait_until, watching
+
+# A writer that prints each write only once the store acknowledged it, forever.
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from podium.store import Put
+    from podium.store.sqlite import SQLiteStore
+
+    async def main(path):
+        store = SQLiteStore(path)
+        lease = await store.grant(3600)
+        print("lease", lease.id, flush=True)
+        i = 0
+        while True:
+            i += 1
+            if i % 3:
+                rev = await store.put(f"k/{i}", b"v%d" % i, lease=lease.id if i % 2 else 0)
+            else:
+                ops = [Put(f"k/{i}", b"v%d" % i), Put(f"t/{i}", b"")]
+                rev = (await store.txn([], ops)).revision
+            print("ack", i, rev, flush=True)
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    path = tmp_path / "podium.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    acked: dict[int, int] = {}
+    try:
+        assert proc.stdout is not None
+        lease = int(proc.stdout.readline().split()[1])
+        while len(acked) < 300:
+            _, i, rev = proc.stdout.readline().split()
+            acked[int(i)] = int(rev)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # right after an acknowledgement, mid-stream
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    store = SQLiteStore(path)
+    try:
+        for i, rev in acked.items():
+            kv = await store.get(f"k/{i}")
+            assert kv is not None, f"acknowledged write k/{i} (revision {rev}) was lost"
+            assert kv.mod_revision == rev
+            assert kv.lease == (lease if i % 3 and i % 2 else 0)
+        assert await store.revision() >= max(acked.values())
+        assert await store.lease_ttl(lease) > 0  # the lease survived, with a fresh TTL
+    finally:
+        await store.close()
+
+
+async def test_reopening_keeps_revisions_history_and_leases(tmp_path: Path) -> None:
+    path = tmp_path / "podium.db"
+    clock = FakeClock()
+    first = SQLiteStore(path, clock=clock)
+    lease = await first.grant(10)
+    r1 = await first.put("a", b"1", lease=lease.id)
+    r2 = (await first.txn([], [Put("b", b"2"), Put("c", b"3")])).revision
+    clock.now += 8  # 2 s left on the lease
+    await first.close()
+
+    clock.now += 100  # a long outage: the lease would long be expired
+    second = SQLiteStore(path, clock=clock)
+    try:
+        assert await second.revision() == r2
+        assert (await second.get("a")).mod_revision == r1  # type: ignore[union-attr]
+        assert await second.lease_ttl(lease.id) == 10  # a fresh full TTL on open
+        async with watching(second, "", r1) as stream:
+            events = await take(stream, 3)
+        assert [(e.kv.key, e.revision) for e in events] == [("a", r1), ("b", r2), ("c", r2)]
+        assert await second.put("d", b"4") == r2 + 1
+    finally:
+        await second.close()
+
+
+async def test_a_corrupt_file_is_named_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "podium.db"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match=f"{path}.*(corrupt|not a database).*backup"):
+        await store.get("k")
+    await store.close()
+
+
+async def test_an_unwritable_path_is_named_with_the_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = SQLiteStore(blocker / "sub" / "podium.db")  # a folder inside a file
+    with pytest.raises(StoreError, match=r"podium\.db.*--store"):
+        await store.put("k", b"v")
+    await store.close()
+    store = SQLiteStore("/proc/podium-test.db")  # even root cannot create files there
+    with pytest.raises(StoreError, match=r"/proc/podium-test\.db.*--store"):
+        await store.put("k", b"v")
+    await store.close()
+
+
+async def test_another_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    db.close()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match="not a podium store"):
+        await store.revision()
+    await store.close()
+
+
+async def test_history_is_compacted_automatically(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "podium.db", history=10, sweep_interval=0.02)
+    try:
+        base = await store.revision()
+        for i in range(30):
+            await store.put("k", b"%d" % i)
+        rev = await store.revision()
+
+        async def compacted() -> bool:
+            return (await store.status()).compact_revision == rev - 10
+
+        await wait_until(compacted, what="automatic compaction")
+        async with watching(store, "k", base + 1) as stream:
+            with pytest.raises(Compacted):
+                await take(stream, 1)
+        async with watching(store, "k", rev - 10) as stream:
+            assert len(await take(stream, 11)) == 11
+    finally:
+        await store.close()
+
+
+async def test_watch_sees_writes_of_another_process(tmp_path: Path) -> None:
+    """Two stores on one file stand in for two processes: only polling links them."""
+    path = tmp_path / "podium.db"
+    writer, reader = SQLiteStore(path), SQLiteStore(path, poll_interval=0.05)
+    try:
+        base = await writer.put("x/0", b"")
+        async with watching(reader, "x/", base + 1) as stream:
+            first = asyncio.ensure_future(take(stream, 2, timeout=5))
+            await asyncio.sleep(0.1)
+            await writer.put("x/1", b"a")
+            await writer.delete("x/0")
+            events = await first
+        assert [(e.type, e.kv.key) for e in events] == [
+            (EventType.PUT, "x/1"),
+            (EventType.DELETE, "x/0"),
+        ]
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_a_failing_write_does_not_fail_its_batch(tmp_path: Path) -> None:
+    """Group commit: writes queued together commit together, except the one that fails."""
+    store = SQLiteStore(tmp_path / "podium.db")
+    try:
+        lease = await store.grant(30)
+        await store.revoke(lease.id)
+        base = await store.revision()
+        results = await asyncio.gather(
+            store.put("a", b"1"),
+            store.put("bad", b"x", lease=lease.id),
+            store.put("b", b"2"),
+            return_exceptions=True,
+        )
+        assert results[0] == base + 1
+        assert type(results[1]).__name__ == "LeaseNotFound"
+        assert results[2] == base + 2
+        assert await store.get("bad") is None
+    finally:
+        await store.close()
