@@ -157,7 +157,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 results["backends"][name] = await measure(store, args.ops, args.phase_timeout)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    results["sqlite_vs_etcd"] = ratios(results["backends"])
     return results
+
+
+def ratios(backends: dict[str, dict[str, float]]) -> dict[str, float]:
+    """SQLite over etcd (same disk), from this run: >1 means SQLite is better.
+
+    Throughputs divide sqlite by etcd; latencies divide etcd by sqlite.
+    """
+    if "sqlite" not in backends or "etcd" not in backends:
+        return {}
+    sq, et = backends["sqlite"], backends["etcd"]
+    out = {k: sq[k] / et[k] for k in ("seq_put_per_s", "txn_per_s", "concurrent_put_per_s")}
+    out.update({k: et[k] / sq[k] for k in ("watch_p50_ms", "watch_p99_ms")})
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -177,6 +191,9 @@ def table(results: dict[str, Any]) -> str:
     )
     if "etcd" in results:
         lines.append(results["etcd"])
+    if results.get("sqlite_vs_etcd"):
+        pairs = ", ".join(f"{k} {v:.2f}x" for k, v in results["sqlite_vs_etcd"].items())
+        lines.append(f"sqlite vs etcd (same disk, >1 = sqlite better): {pairs}")
     return "\n".join(lines)
 
 
