@@ -29,7 +29,6 @@ Many agents in one process (simulated hosts)::
 from podium.agent._agent import Agent, AgentState, run_many
 from podium.agent._link import AgentError, LeaseExpired, LinkError, Registration, ServerLink
 from podium.agent._plan import StartGuest, StopGuest, plan_local, reports
-from podium.agent._tasks import TaskExited, supervise
 from podium.agent._watchdog import DEFAULT_WATCHDOG, Fence, Watchdog
 
 __all__ = [
@@ -44,10 +43,8 @@ __all__ = [
     "ServerLink",
     "StartGuest",
     "StopGuest",
-    "TaskExited",
     "Watchdog",
     "plan_local",
     "reports",
     "run_many",
-    "supervise",
 ]

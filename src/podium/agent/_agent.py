@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import podium
+from podium._aio import supervise
 from podium.agent._link import LeaseExpired, LinkError, Registration, ServerLink
 from podium.agent._plan import StartGuest, StopGuest, plan_local, reports
-from podium.agent._tasks import supervise
 from podium.agent._watchdog import DEFAULT_WATCHDOG, Fence, Watchdog
 from podium.drivers import Driver, DriverError, GuestConfig, GuestInfo
 from podium.model import Resources

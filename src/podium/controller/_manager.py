@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from podium.agent import supervise
+from podium._aio import supervise
 from podium.controller._controllers import (
     CONTROLLERS,
     Context,

@@ -18,12 +18,10 @@ def test_exports() -> None:
         "ServerLink",
         "StartGuest",
         "StopGuest",
-        "TaskExited",
         "Watchdog",
         "plan_local",
         "reports",
         "run_many",
-        "supervise",
     ]
 
 

@@ -1,4 +1,6 @@
-"""The one way podium starts long-lived asyncio tasks (agent and controllers alike).
+"""Asyncio helpers shared by every layer; imports nothing else of podium.
+
+The one way podium starts long-lived asyncio tasks (agent and controllers alike).
 
 A long-lived task runs until cancelled. If it returns, that is a bug: it raises
 :class:`TaskExited`. If it raises, the error is logged with its traceback and re-raised,
