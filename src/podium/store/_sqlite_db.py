@@ -1,0 +1,208 @@
+"""SQLite backend, the database layer: schema, encodings, and one store transaction (``_Tx``).
+
+Everything here runs on the worker thread that owns the connection (see ``sqlite``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from podium.store._protocol import (
+    Delete,
+    Event,
+    EventType,
+    KeyValue,
+    Op,
+    OpResult,
+    Put,
+)
+from podium.store._txn import check_txn_ops, prefix_end_bytes
+from podium.store.errors import (
+    Compacted,
+    InvalidRequest,
+    LeaseNotFound,
+)
+
+Clock = Callable[[], float]
+SCHEMA_VERSION = 1
+_WATCH_CHUNK = 1000  # revisions a watch reads from the log per query
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB NOT NULL UNIQUE, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+    mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS kv_by_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS log (
+    rev INTEGER NOT NULL, sub INTEGER NOT NULL, type INTEGER NOT NULL, key BLOB NOT NULL,
+    value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,
+    lease INTEGER NOT NULL, prev_value BLOB, prev_create_rev INTEGER, prev_mod_rev INTEGER,
+    prev_version INTEGER, prev_lease INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS log_by_rev ON log (rev, sub);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL, deadline REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_by_deadline ON leases (deadline);
+INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('revision', 1), ('compact', 0)
+"""
+# Keys are UTF-8 BLOBs: BLOB order is byte order, which is code point order. A prefix
+# range is ``key >= :lo AND key < :hi`` with ``:hi`` NULL when there is no upper bound.
+_KV_GET = "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?"
+_KV_RANGE = (
+    "SELECT key, value, create_rev, mod_rev, version, lease FROM kv"
+    " WHERE key >= :lo AND (:hi IS NULL OR key < :hi) ORDER BY key LIMIT :limit"
+)
+_KV_PUT = (
+    "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_LOG_INSERT = (
+    "INSERT INTO log (rev, sub, type, key, value, create_rev, version, lease,"
+    " prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LOG_READ = (
+    "SELECT rev, type, key, value, create_rev, version, lease,"
+    " prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease FROM log"
+    " WHERE rev BETWEEN :first AND :last AND key >= :lo AND (:hi IS NULL OR key < :hi)"
+    " ORDER BY rev, sub"
+)
+_LEASE_DUE = "SELECT id FROM leases WHERE deadline <= ? ORDER BY deadline"
+_PUT, _DELETE = 0, 1
+
+
+def _enc(key: str) -> bytes:
+    try:
+        return key.encode()
+    except UnicodeEncodeError as err:
+        raise InvalidRequest(f"key {key!r} is not valid UTF-8") from err
+
+
+def _bounds(prefix: str) -> dict[str, bytes | None]:
+    """``:lo``/``:hi`` parameters selecting the keys that start with ``prefix``."""
+    lo = _enc(prefix)
+    return {"lo": lo, "hi": prefix_end_bytes(lo)}
+
+
+def _kv(row: Sequence[Any]) -> KeyValue:
+    return KeyValue(bytes(row[0]).decode(), bytes(row[1]), row[2], row[3], row[4], row[5])
+
+
+def _event(row: Sequence[Any]) -> Event:
+    rev, kind, key, value, create, version, lease = row[:7]
+    name = bytes(key).decode()
+    kv = KeyValue(name, bytes(value), create, rev, version, lease)
+    prev = None
+    if row[9] is not None:
+        prev = KeyValue(name, bytes(row[7]), row[8], row[9], row[10], row[11])
+    return Event(EventType.PUT if kind == _PUT else EventType.DELETE, kv, prev)
+
+
+def _meta(db: sqlite3.Connection, name: str) -> int:
+    return int(db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+
+class _Tx:
+    """The write transaction of one worker batch: the revision and the write helpers."""
+
+    def __init__(self, db: sqlite3.Connection, now: float) -> None:
+        self.db = db
+        self.now = now
+        self.rev = _meta(db, "revision")
+
+    def get(self, key: str) -> KeyValue | None:
+        row = self.db.execute(_KV_GET, (_enc(key),)).fetchone()
+        return _kv(row) if row else None
+
+    def range(self, key: str, prefix: bool) -> list[KeyValue]:
+        if not prefix:
+            kv = self.get(key)
+            return [kv] if kv else []
+        return [_kv(r) for r in self.db.execute(_KV_RANGE, {**_bounds(key), "limit": -1})]
+
+    def lease_alive(self, lease_id: int) -> bool:
+        return bool(self.db.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone())
+
+    def apply(self, ops: Sequence[Op]) -> tuple[OpResult, ...]:
+        """Apply ``ops`` at one new revision (taken only if something is written)."""
+        check_txn_ops(ops)
+        for op in ops:
+            if isinstance(op, Put) and op.lease and not self.lease_alive(op.lease):
+                raise LeaseNotFound(op.lease)
+        rev, sub = self.rev + 1, 0
+        results: list[OpResult] = []
+        for op in ops:
+            if isinstance(op, Put):
+                prev = self.get(op.key)
+                create, version = (prev.create_revision, prev.version + 1) if prev else (rev, 1)
+                kv = KeyValue(op.key, op.value, create, rev, version, op.lease)
+                self.db.execute(_KV_PUT, (_enc(op.key), op.value, create, rev, version, op.lease))
+                self._log(sub, Event(EventType.PUT, kv, prev))
+                sub += 1
+                results.append(OpResult())
+            elif isinstance(op, Delete):
+                victims = self.range(op.key, op.prefix)
+                for prev in victims:
+                    self.db.execute("DELETE FROM kv WHERE key = ?", (_enc(prev.key),))
+                    tomb = replace(prev, value=b"", mod_revision=rev, version=0, lease=0)
+                    self._log(sub, Event(EventType.DELETE, tomb, prev))
+                    sub += 1
+                results.append(OpResult(deleted=len(victims)))
+            else:
+                results.append(OpResult(kvs=tuple(self.range(op.key, op.prefix))))
+        if sub:
+            self.db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
+            self.rev = rev
+        return tuple(results)
+
+    def _log(self, sub: int, event: Event) -> None:
+        kv, p = event.kv, event.prev_kv
+        prev = (
+            (p.value, p.create_revision, p.mod_revision, p.version, p.lease) if p else (None,) * 5
+        )
+        kind = _PUT if event.type is EventType.PUT else _DELETE
+        row = (kv.mod_revision, sub, kind, _enc(kv.key), kv.value, kv.create_revision)
+        self.db.execute(_LOG_INSERT, (*row, kv.version, kv.lease, *prev))
+
+    def revoke(self, lease_id: int) -> None:
+        """Delete a lease and its keys (one revision, in key order, as etcd does)."""
+        if not self.db.execute("DELETE FROM leases WHERE id = ?", (lease_id,)).rowcount:
+            return
+        rows = self.db.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease_id,))
+        keys = [bytes(r[0]).decode() for r in rows]
+        if keys:
+            self.apply([Delete(k) for k in keys])
+
+    def expire(self) -> None:
+        """Revoke every lease whose deadline has passed, oldest first."""
+        for (lease_id,) in self.db.execute(_LEASE_DUE, (self.now,)).fetchall():
+            self.revoke(lease_id)
+
+    def compact(self, revision: int) -> None:
+        if revision > self.rev:
+            raise InvalidRequest(f"cannot compact to {revision}: current revision is {self.rev}")
+        if revision <= _meta(self.db, "compact"):
+            return
+        self.db.execute("UPDATE meta SET value = ? WHERE name = 'compact'", (revision,))
+        self.db.execute("DELETE FROM log WHERE rev < ?", (revision,))
+
+
+def _sweep_state(db: sqlite3.Connection, now: float) -> tuple[bool, int, int]:
+    """(is a lease due?, revision, compact revision), for the sweeper."""
+    due = db.execute(_LEASE_DUE + " LIMIT 1", (now,)).fetchone()
+    return due is not None, _meta(db, "revision"), _meta(db, "compact")
+
+
+def _read_events(
+    db: sqlite3.Connection, prefix: str, next_rev: int
+) -> tuple[list[Event], int, bool]:
+    """One chunk of events from ``next_rev`` on: (events, next revision to read, more?)."""
+    rev, compact = _meta(db, "revision"), _meta(db, "compact")
+    if next_rev < compact:
+        raise Compacted(next_rev, compact)
+    last = min(rev, next_rev + _WATCH_CHUNK - 1)
+    if last < next_rev:
+        return [], next_rev, False
+    rows = db.execute(_LOG_READ, {"first": next_rev, "last": last, **_bounds(prefix)})
+    return [_event(r) for r in rows], last + 1, last < rev
