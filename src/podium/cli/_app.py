@@ -10,6 +10,8 @@ from podium import __version__
 from podium.cli import _daemons, _objects
 from podium.cli._demo import demo
 from podium.cli._hosts import host_app
+from podium.cli._image import image_app
+from podium.cli._lab import lab_app
 
 app = typer.Typer(
     name="podium",
@@ -43,6 +45,8 @@ app.command()(_objects.get)
 app.command()(_objects.delete)
 app.command()(_objects.events)
 app.add_typer(host_app, name="host")
+app.add_typer(image_app, name="image")
+app.add_typer(lab_app, name="lab")
 
 
 @app.command(hidden=True)

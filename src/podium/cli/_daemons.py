@@ -35,13 +35,21 @@ def server(
     insecure: Annotated[
         bool, typer.Option(help="Serve plain HTTP (tests on loopback only)")
     ] = False,
+    listen_netns: Annotated[
+        list[str],
+        typer.Option(
+            metavar="NETNS@HOST:PORT",
+            help="Also listen inside network namespace NETNS, e.g. a lab's fabric. Repeatable.",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Run the API server and (when elected leader) the controllers."""
     from podium.server import ServerError, ServerSettings, serve  # noqa: PLC0415
 
     settings = ServerSettings(
-        store_url=store, listen=listen, data_dir=data_dir, host_ttl=host_ttl, insecure=insecure
-    )
+        store_url=store, listen=listen, data_dir=data_dir, host_ttl=host_ttl, insecure=insecure,
+        extra_listen=tuple(listen_netns),
+    )  # fmt: skip
     try:
         asyncio.run(serve(settings, ready=lambda line: console.print(line, highlight=False)))
     except ServerError as err:
@@ -70,7 +78,11 @@ def agent(
     name: Annotated[
         str | None, typer.Option(help="This host's name (default: the hostname)")
     ] = None,
-    driver: Annotated[str, typer.Option(help="sim (qemu comes with real hosts)")] = "sim",
+    driver: Annotated[str, typer.Option(help="qemu (real guests) or sim (simulated host)")] = "sim",
+    data_dir: Annotated[
+        Path,
+        typer.Option(help="Driver state: guest folders (DIR/NAME) and volumes (DIR/volumes)"),
+    ] = Path("/var/lib/podium/agent"),
     ca_file: Annotated[
         Path | None,
         typer.Option(help="CA certificate of the server (default: ca.pem beside the token file)"),
@@ -88,7 +100,7 @@ def agent(
     """Run the host agent: dial the server, hold the host lease, run the guests bound here."""
     from podium.agent import Agent  # noqa: PLC0415
     from podium.client import AgentLink  # noqa: PLC0415
-    from podium.drivers import DRIVERS  # noqa: PLC0415
+    from podium.drivers import DRIVERS, DriverError  # noqa: PLC0415
     from podium.model import Resources  # noqa: PLC0415
 
     if driver not in DRIVERS:
@@ -110,9 +122,13 @@ def agent(
     capacity = Resources(cpu, memory_mib, iops, net_mbps)
     name = name or socket.gethostname()
 
+    try:
+        drv = DRIVERS[driver](name=name, capacity=capacity, data_dir=data_dir)
+    except (DriverError, OSError) as err:
+        fail(f"cannot set up the {driver} driver: {err}")
+
     async def body() -> None:
         link = AgentLink(server_url, token, ca_pem)
-        drv = DRIVERS[driver](name=name, capacity=capacity)
         node = Agent(
             name,
             link,
@@ -128,5 +144,8 @@ def agent(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await link.close()
+        close = getattr(drv, "close", None)  # qemu: drop QMP connections, guests keep running
+        if close is not None:
+            await close()
 
     asyncio.run(body())

@@ -3,7 +3,7 @@
 ::
 
     agent ──plan──> Driver protocol ──┬── SimDriver  (sim: in-process model, capacity + timing)
-                                      └── QemuDriver (qemu: QEMU over QMP; next issue)
+                                      └── QemuDriver (qemu: real QEMU guests over QMP)
 
     create ──> start ──> (running) ──> stop | kill ──> destroy
                     kill_all (watchdog thread: self-fencing, works while the loop is blocked)
@@ -11,11 +11,13 @@
 Vocabulary: a *config* is one guest at one binding epoch (what to run); an *info* is
 what the driver observes of it. Drivers live in the explicit :data:`DRIVERS` registry,
 keyed by the name ``podium agent --driver`` takes; each factory is called as
-``factory(name=host, capacity=resources)``.
+``factory(name=host, capacity=resources, data_dir=path)`` (``podium agent --data-dir``;
+drivers that keep nothing on disk ignore it).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from podium.drivers._protocol import (
@@ -29,17 +31,20 @@ from podium.drivers._protocol import (
     GuestNotFound,
     InsufficientResources,
 )
+from podium.drivers.qemu import qemu_driver
 from podium.drivers.sim import SimDriver
 from podium.model import Resources
 
 
 class DriverFactory(Protocol):
-    """Builds the driver of one host."""
+    """Builds the driver of one host; ``data_dir`` is where it may keep state on disk."""
 
-    def __call__(self, *, name: str, capacity: Resources) -> Driver: ...
+    def __call__(
+        self, *, name: str, capacity: Resources, data_dir: Path | None = None
+    ) -> Driver: ...
 
 
-DRIVERS: dict[str, DriverFactory] = {"sim": SimDriver}
+DRIVERS: dict[str, DriverFactory] = {"qemu": qemu_driver, "sim": SimDriver}
 
 __all__ = [
     "DRIVERS",

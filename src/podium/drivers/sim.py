@@ -22,7 +22,9 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from podium.drivers._capacity import shortfall
 from podium.drivers._protocol import (
     DriverError,
     DriverGuestState,
@@ -33,7 +35,7 @@ from podium.drivers._protocol import (
     GuestNotFound,
     InsufficientResources,
 )
-from podium.model import DIMENSIONS, Resources
+from podium.model import Resources
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -53,7 +55,8 @@ class SimDriver:
     """A simulated host. See :class:`podium.drivers.Driver` for the contract.
 
     ``start_delay`` and ``stop_delay`` are ``(low, high)`` seconds, drawn uniformly per
-    operation. ``sleep`` and ``clock`` are injectable for tests.
+    operation. ``sleep`` and ``clock`` are injectable for tests. ``data_dir`` is accepted
+    (the registry passes it to every driver) and ignored: nothing here touches disk.
     """
 
     kind = "sim"
@@ -68,6 +71,7 @@ class SimDriver:
         seed: int = 0,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        data_dir: Path | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -113,15 +117,8 @@ class SimDriver:
 
     def _shortfall(self, request: Resources) -> str:
         """Empty if ``request`` fits in what is free now (caller holds the lock)."""
-        used = Resources()
-        for g in self._guests.values():
-            if g.state.active:
-                used = used + g.config.request
-        free = self.capacity - used
-        for dim, need, have in zip(DIMENSIONS, request.as_tuple(), free.as_tuple(), strict=True):
-            if need > have + 1e-9:
-                return f"does not fit on {self.name}: needs {dim} {need:g}, {have:g} free"
-        return ""
+        used = (g.config.request for g in self._guests.values() if g.state.active)
+        return shortfall(self.name, self.capacity, used, request)
 
     # -- Driver protocol -------------------------------------------------------------
 

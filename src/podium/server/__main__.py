@@ -23,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--leader-ttl", type=int, default=10, help="leadership lease TTL, seconds")
     p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback tests only)")
     p.add_argument("--san", action="append", default=[], help="extra certificate name/IP")
+    p.add_argument(
+        "--listen-netns",
+        action="append",
+        default=[],
+        metavar="NETNS@HOST:PORT",
+        help="also listen inside network namespace NETNS (repeatable), e.g. a lab's fabric",
+    )
     p.add_argument("--no-controllers", action="store_true", help="serve the API only; never lead")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         insecure=args.insecure,
         sans=tuple(args.san),
         controllers=not args.no_controllers,
+        extra_listen=tuple(args.listen_netns),
     )
     try:
         asyncio.run(serve(settings))

@@ -5,6 +5,7 @@
     open store ──> answers? ──no──> ServerError("store ... did not answer: ...")
         │ yes
     bind socket (port 0: the OS picks) ──> TLS material ──> admin token + admin.conf
+        │   + one socket per --listen-netns NETNS@HOST:PORT, bound inside NETNS (_netns)
         │
     uvicorn (our loop, our socket) ──started──> ready line
         │                                        controllers (while leading)
@@ -29,7 +30,15 @@ import uvicorn
 from podium.api import Metrics, context_of, create_app
 from podium.server._admin import ensure_admin_config
 from podium.server._controllers import ControllerRunner, LeaderLoop
-from podium.server._settings import ListenAddress, ServerError, ServerSettings, parse_listen
+from podium.server._netns import bind_in_netns
+from podium.server._settings import (
+    ListenAddress,
+    NetnsListen,
+    ServerError,
+    ServerSettings,
+    parse_listen,
+    parse_netns_listen,
+)
 from podium.server._tls import TlsFiles, ensure_tls, wanted_names
 from podium.state import ClusterState
 from podium.store import InvalidStoreURL, Store, StoreError, open_store
@@ -128,6 +137,7 @@ async def serve(
     False leaves SIGTERM/SIGINT alone (when embedded). Raises :class:`ServerError`.
     """
     address = parse_listen(settings.listen)
+    extra = [parse_netns_listen(text) for text in settings.extra_listen]
     try:
         store = open_store(settings.store_url)
     except InvalidStoreURL as err:
@@ -141,6 +151,7 @@ async def serve(
         await _run(
             store=store,
             address=address,
+            extra=extra,
             settings=settings,
             ready=ready,
             run_controllers=run_controllers,
@@ -162,6 +173,7 @@ async def _run(
     *,
     store: Store,
     address: ListenAddress,
+    extra: list[NetnsListen],
     settings: ServerSettings,
     ready: Callable[[str], None] | None,
     run_controllers: ControllerRunner | None,
@@ -172,15 +184,18 @@ async def _run(
     runner, leading = _resolve_runner(settings, run_controllers, is_leader, metrics)
     data_dir = Path(settings.data_dir)
     _prepare_data_dir(data_dir)
-    sock = _bind(address, settings.listen)
+    sockets = [_bind(address, settings.listen)]
     try:
-        port = sock.getsockname()[1]
+        for where in extra:
+            sockets.append(bind_in_netns(where, _bind))
+        port = sockets[0].getsockname()[1]
         ca_pem = cert = key = None
         if settings.insecure:
             if not address.is_loopback:
                 log.warning("serving plain HTTP on %s: tokens cross the network in clear", port)
         else:
-            tls = _tls(data_dir, wanted_names(address.host, settings.sans))
+            names = [*settings.sans, *(where.address.host for where in extra)]
+            tls = _tls(data_dir, wanted_names(address.host, names))
             ca_pem, cert, key = tls.ca_pem, str(tls.cert), str(tls.key)
         url = address.url("http" if settings.insecure else "https", port)
         state = ClusterState(store)
@@ -209,12 +224,18 @@ async def _run(
             timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         )
     except BaseException:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    line = f"podium server listening on {url} (store {settings.store_url}, config {conf_path})"
+    also = "".join(
+        f", also on {_bound(where, sock)}" for where, sock in zip(extra, sockets[1:], strict=True)
+    )
+    line = (
+        f"podium server listening on {url} (store {settings.store_url}, config {conf_path}{also})"
+    )
     await _supervise(
         _Uvicorn(config),
-        sock,
+        sockets,
         close_streams=context_of(app).close_streams,
         runner=runner,
         state=state,
@@ -223,13 +244,18 @@ async def _run(
     )
 
 
+def _bound(where: NetnsListen, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    return str(NetnsListen(where.netns, ListenAddress(where.address.host, port)))
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
 async def _supervise(
     server: _Uvicorn,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     *,
     close_streams: Callable[[], None],
     runner: ControllerRunner | None,
@@ -239,7 +265,7 @@ async def _supervise(
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    web = loop.create_task(server.serve(sockets=[sock]), name="podium-http")
+    web = loop.create_task(server.serve(sockets=sockets), name="podium-http")
     controllers: asyncio.Task[None] | None = None
     stopper = loop.create_task(stop.wait(), name="podium-stop")
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()

@@ -22,6 +22,9 @@ class ServerSettings:
     ``host_ttl`` is the lease TTL given to agents; ``leader_ttl`` that of the
     controller leadership. ``sans`` are extra names or addresses for the server
     certificate. ``controllers`` False serves the API only (never campaigns).
+    ``extra_listen`` are more sockets, each ``NETNS@HOST:PORT``: bound inside the named
+    network namespace (``ip netns`` name), e.g. a lab's fabric, for agents that live
+    there; their addresses join the certificate's names.
     """
 
     store_url: str
@@ -36,6 +39,7 @@ class ServerSettings:
     store_timeout: float = 5.0
     heartbeat: float = 10.0
     shutdown_timeout: float = 5.0
+    extra_listen: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +79,36 @@ def parse_listen(listen: str) -> ListenAddress:
     elif ":" in host:
         raise ServerError(f"bad --listen {listen!r}: put an IPv6 address in brackets; {hint}")
     return ListenAddress(host or "0.0.0.0", int(port_text))
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsListen:
+    """A listening address inside a named network namespace (``NETNS@HOST:PORT``)."""
+
+    netns: str
+    address: ListenAddress
+
+    def __str__(self) -> str:
+        host = self.address.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"{self.netns}@{shown}:{self.address.port}"
+
+
+def parse_netns_listen(text: str) -> NetnsListen:
+    """``NETNS@HOST:PORT``: an ``ip netns`` name, then as ``--listen``.
+
+    Raises :class:`ServerError`.
+    """
+    netns, sep, listen = text.partition("@")
+    hint = "expected NETNS@HOST:PORT, e.g. pdm-lab-fab@10.213.0.1:7443"
+    if not sep or not netns or "/" in netns or netns in (".", ".."):
+        raise ServerError(f"bad --listen-netns {text!r}: {hint}")
+    try:
+        address = parse_listen(listen)
+    except ServerError as err:
+        raise ServerError(f"bad --listen-netns {text!r}: {hint}") from err
+    if address.host in ("0.0.0.0", "::", ""):
+        raise ServerError(
+            f"bad --listen-netns {text!r}: name the address inside {netns} to listen on; {hint}"
+        )
+    return NetnsListen(netns, address)

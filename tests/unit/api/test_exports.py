@@ -31,9 +31,11 @@ def test_server_exports() -> None:
     assert sorted(podium.server.__all__) == [
         "ControllerRunner",
         "LeaderLoop",
+        "NetnsListen",
         "ServerError",
         "ServerSettings",
         "parse_listen",
+        "parse_netns_listen",
         "serve",
     ]
 

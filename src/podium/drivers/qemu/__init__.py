@@ -1,0 +1,93 @@
+"""The qemu driver: real guests, one QEMU process each, driven over QMP.
+
+::
+
+    build_image ─> <cache>/<key>/{vmlinuz, initrd.gz}      (_image, _initramfs)
+                                   │
+    GuestConfig ─layout─> argv ────┤  -name -uuid -accel -kernel -initrd -append
+         (_argv)                   │  -blockdev <volumes>/<guest>-<uid>.qcow2 (virtio-blk)
+                                   │  -netdev tap (HostNetwork.attach) | -nic none
+                                   v
+    QemuDriver.start ─spawn (setsid)─> QEMU ── console.log ── "PODIUM-READY ..." ─> running
+         │  (_driver, _boot, _process)  └── qmp.sock <── Monitor (qemu.qmp QMPClient; _qmp)
+         ├─ stop: system_powerdown (guest acpid powers off) ─(timeout)─> quit ─> SIGKILL
+         ├─ kill / kill_all: SIGKILL by PID, checked against -uuid (any thread)
+         ├─ pause / resume: QMP stop / cont; STOP / RESUME / SHUTDOWN events fold into state
+         └─ a new QemuDriver re-adopts every QEMU its state folders name (_guest, _record)
+
+Vocabulary: the *image* is the kernel + initramfs every guest boots; a guest's *state
+folder* (``<data_dir>/<host>/<guest>``) holds its record, console, QMP socket and logs;
+*volumes* live in a shared folder (the stand-in for a SAN) and outlive ``destroy``.
+The guest's init prints ``PODIUM-READY name=<name> ip=<addr|none> disks=<vda,...>``.
+
+Registry factory :func:`qemu_driver`: state in ``<data_dir>/<host>``, volumes in
+``<data_dir>/volumes``, the image from the cache ``podium image build`` fills
+(``$PODIUM_IMAGE_CACHE``, else ``/var/cache/podium/images``), and guest NICs on the Linux
+bridge named by ``$PODIUM_BRIDGE`` (unset: guests get no NIC).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from podium.drivers.net import HostNetwork, LinuxBridgeNetwork
+from podium.drivers.qemu._argv import MIN_MEMORY_MIB, derived_mac, guest_uuid
+from podium.drivers.qemu._driver import QemuDriver
+from podium.drivers.qemu._errors import ImageError, QemuError, QemuStartError, QmpError
+from podium.drivers.qemu._image import CACHE_ENV, Image, build_image, default_cache_dir
+from podium.drivers.qemu._initramfs import READY_PREFIX
+from podium.drivers.qemu._process import ACCEL_ENV, choose_accel, kvm_works
+from podium.model import Resources
+
+DEFAULT_DATA_DIR = Path("/var/lib/podium/agent")
+BRIDGE_ENV = "PODIUM_BRIDGE"
+
+
+def qemu_driver(*, name: str, capacity: Resources, data_dir: Path | None = None) -> QemuDriver:
+    """The registry's factory (``podium agent --driver qemu --data-dir DIR``).
+
+    Raises :class:`QemuError` if ``$PODIUM_BRIDGE`` names a bridge that does not exist
+    in this network namespace.
+    """
+    base = data_dir or DEFAULT_DATA_DIR
+    network: HostNetwork | None = None
+    bridge = os.environ.get(BRIDGE_ENV, "").strip()
+    if bridge:
+        if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
+            raise QemuError(
+                f"{BRIDGE_ENV}={bridge}: no such bridge in this network namespace; create it "
+                f"(ip link add {bridge} type bridge) or unset {BRIDGE_ENV} for guests without NICs"
+            )
+        network = LinuxBridgeNetwork(bridge)
+    return QemuDriver(
+        name=name,
+        capacity=capacity,
+        state_dir=base / name,
+        volumes_dir=base / "volumes",
+        image_cache=default_cache_dir(),
+        network=network,
+    )
+
+
+__all__ = [
+    "ACCEL_ENV",
+    "BRIDGE_ENV",
+    "CACHE_ENV",
+    "DEFAULT_DATA_DIR",
+    "MIN_MEMORY_MIB",
+    "READY_PREFIX",
+    "Image",
+    "ImageError",
+    "QemuDriver",
+    "QemuError",
+    "QemuStartError",
+    "QmpError",
+    "build_image",
+    "choose_accel",
+    "default_cache_dir",
+    "derived_mac",
+    "guest_uuid",
+    "kvm_works",
+    "qemu_driver",
+]

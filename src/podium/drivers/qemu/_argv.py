@@ -1,0 +1,191 @@
+"""From a guest's config to a QEMU command line (pure: no I/O, unit-tested as is).
+
+Spec fields the qemu driver reads (all optional; the manifest's schema may add more):
+
+- ``image``: ``tiny`` (the only image so far: the one ``podium image build`` makes);
+- ``request.cpu`` (vCPUs, rounded up) and ``request.memory_mib`` (at least
+  :data:`MIN_MEMORY_MIB`: the cloud kernel cannot boot in less);
+- ``nics``: ``[{"mac": "52:54:00:..", "ip": "ADDR/PREFIX", "gw": "ADDR"}, ...]``, each
+  key optional; without ``mac`` a locally administered one is derived from the uid.
+  Ignored when the host has no network (the guest gets ``-nic none``). The guest numbers
+  its NICs in MAC order, so ``podium.ipN`` goes to the NIC with the N-th smallest MAC;
+- ``disk_gib``: size of the root volume (default 1; qcow2, so it takes what is written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podium.drivers._protocol import GuestConfig
+from podium.drivers.qemu._errors import QemuError
+
+# Measured with Debian's 6.1 cloud kernel under TCG: 64 MiB hangs while unpacking the
+# kernel, 72 MiB panics out of memory during boot, 80 MiB boots; 96 leaves a margin.
+MIN_MEMORY_MIB = 96
+DEFAULT_DISK_GIB = 1.0
+IMAGE = "tiny"  # the image name manifests use for the built-in guest
+CONSOLE = "console.log"  # the guest's serial console, in the guest's state folder
+QMP_SOCKET = "qmp.sock"  # relative to the state folder: unix socket paths are short
+PIDFILE = "qemu.pid"
+ROOT_NODE = "disk0"  # block node name of the root volume (backups address it by this)
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_NAMESPACE = uuid.UUID("6f1c1c2e-7d3e-4c55-9a54-2a1f0c0de001")  # uuid5 for non-UUID uids
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    """One guest NIC: its MAC and, optionally, the address the guest configures."""
+
+    mac: str
+    ip: str | None = None  # ADDR/PREFIX
+    gw: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What one guest looks like to QEMU, decided from its config alone."""
+
+    name: str
+    uuid: str
+    memory_mib: int
+    cpus: int
+    nics: tuple[Nic, ...]
+    disk_gib: float
+
+
+def guest_uuid(uid: str) -> str:
+    """The ``-uuid`` of a guest: its uid if that is a UUID, else a UUID derived from it."""
+    try:
+        return str(uuid.UUID(uid))
+    except ValueError:
+        return str(uuid.uuid5(_NAMESPACE, uid))
+
+
+def derived_mac(uid: str, index: int) -> str:
+    """A locally administered unicast MAC (``52:54:00:xx:xx:xx``) for NIC ``index``."""
+    digest = hashlib.sha256(f"{uid}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def _bad(config: GuestConfig, what: str) -> QemuError:
+    return QemuError(f"guest {config.name!r}: {what}")
+
+
+def _nic(config: GuestConfig, index: int, raw: Any) -> Nic:
+    if not isinstance(raw, Mapping):
+        raise _bad(config, f"nics[{index}] must be a mapping with mac, ip, gw")
+    mac = str(raw.get("mac") or derived_mac(config.uid, index)).lower()
+    if not _MAC.match(mac):
+        raise _bad(config, f"nics[{index}].mac {mac!r} is not a MAC like 52:54:00:12:34:56")
+    ip, gw = raw.get("ip"), raw.get("gw")
+    if ip is not None and "/" not in str(ip):
+        raise _bad(config, f"nics[{index}].ip {ip!r} needs a prefix: ADDR/PREFIX")
+    try:
+        if ip is not None:
+            ipaddress.ip_interface(str(ip))
+        if gw is not None:
+            ipaddress.ip_address(str(gw))
+    except ValueError as err:
+        raise _bad(config, f"nics[{index}]: {err} (expected ip ADDR/PREFIX, gw ADDR)") from err
+    return Nic(mac, str(ip) if ip is not None else None, str(gw) if gw is not None else None)
+
+
+def layout(config: GuestConfig, *, with_network: bool) -> Layout:
+    """Decide memory, vCPUs, NICs and disk size. Raises :class:`QemuError` for a bad spec."""
+    if not config.name or "/" in config.name or config.name.startswith(".") or "," in config.name:
+        raise _bad(config, "a guest name needs letters, digits or '-', and no '/' or ','")
+    image = config.spec.get("image", IMAGE)
+    if image != IMAGE:
+        raise _bad(config, f"unknown image {image!r}: the qemu driver boots {IMAGE!r} only")
+    request = config.request
+    nics: tuple[Nic, ...] = ()
+    if with_network:
+        raw = config.spec.get("nics", [{}])
+        if not isinstance(raw, Sequence) or isinstance(raw, str):
+            raise _bad(config, "nics must be a list of mappings")
+        nics = tuple(_nic(config, i, r) for i, r in enumerate(raw))
+        macs = [n.mac for n in nics]
+        if len(set(macs)) != len(macs):
+            raise _bad(config, f"two NICs share a MAC: {macs}")
+    disk = float(config.spec.get("disk_gib", DEFAULT_DISK_GIB))
+    if not 0 < disk <= 16384:
+        raise _bad(config, f"disk_gib {disk:g} is out of range (0, 16384]")
+    return Layout(
+        name=config.name,
+        uuid=guest_uuid(config.uid),
+        memory_mib=max(MIN_MEMORY_MIB, int(request.memory_mib)),
+        cpus=max(1, math.ceil(request.cpu)),
+        nics=nics,
+        disk_gib=disk,
+    )
+
+
+def kernel_cmdline(guest: Layout) -> str:
+    """The kernel command line the guest's init reads (see ``_initramfs.INIT_SCRIPT``)."""
+    parts = ["console=ttyS0", "quiet", "panic=-1", f"podium.name={guest.name}"]
+    for rank, nic in enumerate(sorted(guest.nics, key=lambda n: n.mac)):
+        if nic.ip:
+            parts.append(f"podium.ip{rank or ''}={nic.ip}")
+    gateway = next((n.gw for n in guest.nics if n.gw), None)
+    if gateway:
+        parts.append(f"podium.gw={gateway}")
+    return " ".join(parts)
+
+
+def qemu_argv(
+    guest: Layout,
+    *,
+    qemu: str,
+    accel: str,
+    kernel: Path,
+    initrd: Path,
+    volume: Path,
+    taps: Sequence[str] = (),
+) -> list[str]:
+    """QEMU's argv, to run with the guest's state folder as working directory.
+
+    ``taps[i]`` carries ``guest.nics[i]``; no NICs gives ``-nic none`` (never QEMU's
+    default user-mode NIC).
+    """
+    if len(taps) != len(guest.nics):
+        raise QemuError(f"guest {guest.name!r} has {len(guest.nics)} NIC(s) and {len(taps)} tap(s)")
+    root = {
+        "driver": "qcow2",
+        "node-name": ROOT_NODE,
+        "file": {"driver": "file", "filename": str(volume)},
+    }
+    argv = [
+        qemu,
+        "-name", guest.name,
+        "-uuid", guest.uuid,
+        "-accel", accel,
+        "-nodefaults", "-nographic", "-no-user-config", "-no-reboot",
+        "-m", str(guest.memory_mib),
+        "-smp", str(guest.cpus),
+        "-serial", f"file:{CONSOLE}",
+        "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",
+        "-pidfile", PIDFILE,
+        "-kernel", str(kernel),
+        "-initrd", str(initrd),
+        "-append", kernel_cmdline(guest),
+        "-blockdev", json.dumps(root, separators=(",", ":")),
+        "-device", f"virtio-blk-pci,drive={ROOT_NODE},id={ROOT_NODE}-dev,serial=podium-root",
+    ]  # fmt: skip
+    if not guest.nics:
+        argv += ["-nic", "none"]
+    for i, (nic, tap) in enumerate(zip(guest.nics, taps, strict=True)):
+        argv += [
+            "-netdev", f"tap,id=net{i},ifname={tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net{i},id=nic{i},mac={nic.mac},romfile=",
+        ]  # fmt: skip
+    return argv

@@ -1,0 +1,130 @@
+"""Booting one guest: what a start needs besides the guest itself, and the wait for ready.
+
+::
+
+    prepare: image (built once) ─ accelerator (probed once) ─ volume (qemu-img) ─ taps
+             ─> argv                              (the driver then spawns under its lock)
+    wait_ready: QMP socket appears ─> Monitor.connect ─┐
+                console.log ─> "PODIUM-READY ..." ─────┴─> ready   (QEMU gone: failed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from podium.drivers.net import HostNetwork, NetworkError
+from podium.drivers.qemu import _process as proc
+from podium.drivers.qemu._argv import CONSOLE, PIDFILE, QMP_SOCKET, layout, qemu_argv
+from podium.drivers.qemu._errors import QemuStartError
+from podium.drivers.qemu._guest import Guest
+from podium.drivers.qemu._image import Image, build_image
+from podium.drivers.qemu._initramfs import READY_PREFIX, find_ready_line
+from podium.drivers.qemu._qmp import Monitor
+from podium.drivers.qemu._record import tail
+
+QEMU_LOG = "qemu.log"
+
+
+class Killed(Exception):
+    """The start lost its guest to a stop or kill (the driver raises GuestKilled)."""
+
+
+class Launcher:
+    """Starts guests of one host: image, accelerator, volumes, taps, readiness."""
+
+    def __init__(
+        self,
+        *,
+        image: Image | None,
+        image_cache: Path | None,
+        network: HostNetwork | None,
+        accel: str | None,
+        qemu: str,
+        qemu_img: str,
+        boot_timeout: float,
+        qmp_timeout: float,
+    ) -> None:
+        self.network = network
+        self.qemu = qemu
+        self._image = image
+        self._image_cache = image_cache
+        self._accel = accel
+        self._qemu_img = qemu_img
+        self.boot_timeout = boot_timeout
+        self.qmp_timeout = qmp_timeout
+        self._image_lock = asyncio.Lock()
+
+    async def image(self) -> Image:
+        async with self._image_lock:
+            if self._image is None:
+                self._image = await asyncio.to_thread(build_image, self._image_cache)
+            return self._image
+
+    async def prepare(self, g: Guest, folder: Path) -> tuple[list[str], tuple[str, ...]]:
+        """Make the image, volume and taps ready; return QEMU's argv and the taps."""
+        image = await self.image()
+        accel = self._accel
+        if accel is None:
+            accel = await asyncio.to_thread(proc.choose_accel, self.qemu)
+        guest = layout(g.config, with_network=self.network is not None)
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(
+            proc.create_volume, g.volume, guest.disk_gib, qemu_img=self._qemu_img
+        )
+        taps: list[str] = []
+        if self.network is not None:
+            for i, nic in enumerate(guest.nics):
+                try:
+                    tap = await asyncio.to_thread(self.network.attach, g.name, i, nic.mac)
+                except NetworkError as err:
+                    raise QemuStartError(f"{g.name}: {err}") from err
+                taps.append(tap)
+        argv = qemu_argv(
+            guest,
+            qemu=self.qemu,
+            accel=accel,
+            kernel=image.kernel,
+            initrd=image.initrd,
+            volume=g.volume,
+            taps=taps,
+        )
+        for stale in (CONSOLE, QMP_SOCKET, PIDFILE):
+            (folder / stale).unlink(missing_ok=True)
+        return argv, tuple(taps)
+
+    async def wait_ready(self, g: Guest, folder: Path, generation: int) -> None:
+        """Connect QMP and wait for the ready line on the console (bounded).
+
+        Raises :class:`Killed` once ``g.generation`` moves on, :class:`QemuStartError`
+        if QEMU exits or the line does not come in time, ``QmpError`` if QMP fails.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.boot_timeout
+        console, offset, pending = folder / CONSOLE, 0, b""
+        while True:
+            if g.generation != generation:
+                raise Killed
+            if not proc.is_running(g.pid, g.uuid):
+                why = tail(folder / QEMU_LOG) or tail(console) or "no output"
+                raise QemuStartError(f"QEMU exited while starting {g.name}: {why}")
+            if g.monitor is None and (folder / QMP_SOCKET).exists():
+                monitor = Monitor(folder / QMP_SOCKET, name=g.name)
+                await monitor.connect(timeout=self.qmp_timeout)
+                g.monitor = monitor
+            with contextlib.suppress(FileNotFoundError), console.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset += len(chunk)
+                pending += chunk
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            g.ready = find_ready_line(b"\n".join(lines).decode(errors="replace")) or g.ready
+            if g.ready and g.monitor is not None:
+                return
+            if loop.time() >= deadline:
+                why = tail(console) or "empty console"
+                limit = f"{self.boot_timeout:g} s"
+                raise QemuStartError(f"{g.name}: no {READY_PREFIX} line in {limit}: {why}")
+            await asyncio.sleep(0.05)

@@ -1,0 +1,97 @@
+"""The lab state file, ``<lab dir>/lab.json``: what ``podium lab down`` will remove.
+
+Written before anything is made and again after every process starts, so even a
+``lab up`` killed halfway leaves a file that names all it made. ``down`` removes
+exactly what the file names (and the processes inside the file's namespaces), then
+the file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podium.lab._errors import LabError
+from podium.lab._layout import HostLayout, LabLayout
+from podium.lab._procs import Proc
+
+STATE_FILE = "lab.json"
+VERSION = 1
+
+
+@dataclass
+class LabState:
+    """A lab being made, up, or being removed."""
+
+    layout: LabLayout
+    dir: str
+    driver: str
+    store: str
+    status: str = "starting"  # starting | up
+    server_url: str = ""  # for the CLI, on loopback
+    config: str = ""  # admin.conf
+    server: Proc | None = None
+    agents: dict[str, Proc] = field(default_factory=dict)  # host name -> agent
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir) / STATE_FILE
+
+    def procs(self) -> list[Proc]:
+        """The processes the lab started itself: agents first, then the server."""
+        return [*self.agents.values(), *([self.server] if self.server else [])]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["version"] = VERSION
+        return data
+
+    def save(self) -> None:
+        """Write the file atomically (0600: it names the config holding the admin token)."""
+        path = self.path
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(self.to_json(), out, indent=2)
+                out.write("\n")
+            tmp.replace(path)
+        except OSError as err:
+            raise LabError(f"cannot write the lab state {path}: {err.strerror or err}") from err
+
+
+def _proc(data: dict[str, Any] | None) -> Proc | None:
+    return None if data is None else Proc(int(data["pid"]), int(data["start"]), data["what"])
+
+
+def _layout(data: dict[str, Any]) -> LabLayout:
+    hosts = tuple(HostLayout(**h) for h in data.pop("hosts"))
+    data["guest_range"] = tuple(data["guest_range"])
+    return LabLayout(hosts=hosts, **data)
+
+
+def load_state(directory: Path) -> LabState | None:
+    """The state of the lab in ``directory``, or None when there is none."""
+    path = directory / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise LabError(f"cannot read the lab state {path}: {err}; fix or remove it") from err
+    if not isinstance(data, dict) or data.pop("version", None) != VERSION:
+        raise LabError(f"the lab state {path} is not one this podium wrote; fix or remove it")
+    try:
+        agents = {name: _proc(p) for name, p in data.pop("agents").items()}
+        return LabState(
+            layout=_layout(data.pop("layout")),
+            server=_proc(data.pop("server")),
+            agents={k: v for k, v in agents.items() if v is not None},
+            **data,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise LabError(f"the lab state {path} is malformed ({err}); fix or remove it") from err

@@ -1,0 +1,265 @@
+"""``podium lab up``: a fabric, N host namespaces, the server, one agent per host.
+
+::
+
+    plan_lab ──> lab.json (status starting) ──> fabric ns: fab0 + fabric address
+        ──> per host ns: br0 (+ management address) ──up0 veth up-hI──> fab0
+        ──> server (subprocess, root ns): 127.0.0.1:PORT for the CLI,
+                                          pdm-<lab>-fab@10.213.0.1:7443 for the agents
+        ──> join token ──> per host: ip netns exec pdm-<lab>-hI podium agent ... (detached,
+                           PODIUM_BRIDGE=br0, --data-dir <lab dir>/data shared by all hosts)
+        ──> every host ready ──> lab.json (status up) ──> LabInfo
+    any failure (or Ctrl-C) ──> teardown of what was made ──> LabError
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podium.client import AsyncPodiumClient, ClientConfig, ClientError
+from podium.drivers.net import (
+    NetworkError,
+    create_namespace,
+    ensure_address,
+    ensure_bridge,
+    ensure_veth,
+    list_namespaces,
+)
+from podium.lab._down import teardown
+from podium.lab._errors import LabError
+from podium.lab._layout import DEFAULT_SUBNET, LabLayout, lab_dir, namespace_prefix, plan_lab
+from podium.lab._procs import exited, spawn
+from podium.lab._state import LabState, load_state
+
+Say = Callable[[str], None]
+READY = "podium server listening on "
+SERVER_START_TIMEOUT = 30.0
+POLL = 0.2
+DRIVERS = ("sim", "qemu")
+BRIDGE_ENV = "PODIUM_BRIDGE"  # tells the qemu driver which bridge its guests' taps go on
+
+
+@dataclass(frozen=True, slots=True)
+class LabInfo:
+    """A lab that is up: what ``podium lab up`` prints."""
+
+    name: str
+    config: str  # admin.conf
+    server: str  # the server URL on loopback (admin.conf names it)
+    hosts: list[str]
+    dir: str
+    fabric_url: str  # what agents dial, inside the lab
+
+    def to_json(self) -> dict[str, Any]:
+        """Exactly ``{"config": PATH, "server": URL, "hosts": [NAMES]}`` (DESIGN.md)."""
+        return {"config": self.config, "server": self.server, "hosts": list(self.hosts)}
+
+
+def _tail(path: Path, size: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return "(no log)"
+
+
+def _preflight(name: str, driver: str, directory: Path) -> str:
+    if os.geteuid() != 0:
+        raise LabError("podium lab needs root: it makes network namespaces, bridges and veths")
+    ip = shutil.which("ip")
+    if ip is None:
+        raise LabError("podium lab needs iproute2's ip (apt-get install iproute2)")
+    if driver not in DRIVERS:
+        raise LabError(f"unknown --driver {driver!r}: expected one of {', '.join(DRIVERS)}")
+    if load_state(directory) is not None:
+        raise LabError(
+            f"lab {name} is up already ({directory / 'lab.json'}): podium lab down first"
+        )
+    leftovers = list_namespaces(namespace_prefix(name))
+    if leftovers:
+        raise LabError(
+            f"namespaces {', '.join(leftovers)} exist but lab {name} has no state file; "
+            "remove them (ip netns delete NAME) or pick another --name"
+        )
+    return ip
+
+
+def _make_network(layout: LabLayout, say: Say) -> None:
+    fab = layout.fabric_netns
+    create_namespace(fab)
+    ensure_bridge(fab, layout.fabric_bridge, mac=layout.fabric_mac)
+    ensure_address(fab, layout.fabric_bridge, layout.fabric_address)
+    say(f"fabric {fab}: {layout.fabric_bridge} {layout.fabric_address}")
+    for host in layout.hosts:
+        create_namespace(host.netns)
+        ensure_bridge(host.netns, host.bridge, mac=host.bridge_mac)
+        ensure_veth(
+            host.netns,
+            host.uplink,
+            peer_netns=fab,
+            peer=host.fabric_port,
+            master=host.bridge,
+            peer_master=layout.fabric_bridge,
+        )
+        ensure_address(host.netns, host.bridge, host.address)
+        say(f"host {host.name} ({host.netns}): {host.bridge} {host.address}")
+
+
+def _start_server(state: LabState, server_dir: Path, host_ttl: int) -> None:
+    layout = state.layout
+    argv = [
+        sys.executable, "-m", "podium.server",
+        "--store", state.store,
+        "--listen", "127.0.0.1:0",
+        "--data-dir", str(server_dir),
+        "--listen-netns", layout.fabric_listen,
+        "--host-ttl", str(host_ttl),
+    ]  # fmt: skip
+    log = server_dir / "server.log"
+    state.server = spawn(argv, log, "server")
+    state.save()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        for line in _tail(log, 1 << 20).splitlines():
+            if line.startswith(READY):
+                state.server_url = line[len(READY) :].split(" ", 1)[0]
+                state.config = str(server_dir / "admin.conf")
+                state.save()
+                return
+        if exited(state.server):
+            raise LabError(f"podium server exited while starting; {log}:\n{_tail(log)}")
+        time.sleep(POLL / 4)
+    raise LabError(f"podium server did not start in {SERVER_START_TIMEOUT:g} s; see {log}")
+
+
+async def _mint(config: ClientConfig) -> str:
+    async with AsyncPodiumClient(config) as client:
+        token: str = (await client.create_token("join", ttl=600))["token"]
+        return token
+
+
+def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: Say) -> None:
+    layout = state.layout
+    data_dir = Path(state.dir) / "data"  # shared: guests in DATA/<host>, volumes in DATA/volumes
+    for host in layout.hosts:
+        home = Path(state.dir) / "hosts" / host.name
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token = home / "token"
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(join + "\n")
+        if ca_pem:
+            (home / "ca.pem").write_text(ca_pem)
+        argv = [
+            ip, "netns", "exec", host.netns,
+            sys.executable, "-m", "podium", "agent",
+            "--server", layout.fabric_url,
+            "--token-file", str(token),
+            "--name", host.name,
+            "--driver", state.driver,
+            "--data-dir", str(data_dir),
+        ]  # fmt: skip
+        for key, value in host.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        env = {**os.environ, BRIDGE_ENV: host.bridge}
+        state.agents[host.name] = spawn(argv, home / "agent.log", f"agent {host.name}", env)
+        state.save()
+        say(f"agent {host.name}: PID {state.agents[host.name].pid}")
+
+
+async def _wait_ready(state: LabState, config: ClientConfig, timeout: float, say: Say) -> None:
+    names = {h.name for h in state.layout.hosts}
+    deadline = time.monotonic() + timeout
+    ready: set[str] = set()
+    async with AsyncPodiumClient(config) as client:
+        while True:
+            for name, proc in state.agents.items():
+                if exited(proc):
+                    log = Path(state.dir) / "hosts" / name / "agent.log"
+                    raise LabError(f"the agent of {name} exited; {log}:\n{_tail(log)}")
+            items, _ = await client.list("Host")
+            now = {h["name"] for h in items if h["status"]["state"] == "ready"} & names
+            for name in sorted(now - ready):
+                say(f"host {name} ready")
+            ready = now
+            if ready == names:
+                return
+            if time.monotonic() > deadline:
+                missing = ", ".join(sorted(names - ready))
+                raise LabError(
+                    f"hosts {missing} not ready after {timeout:g} s; "
+                    f"see their agent.log under {Path(state.dir) / 'hosts'}"
+                )
+            await asyncio.sleep(POLL)
+
+
+def _fresh_dir(directory: Path) -> None:
+    """Forget a previous run's store, TLS files, tokens and logs (lab.json is gone)."""
+    for sub in ("server", "hosts", "data"):
+        shutil.rmtree(directory / sub, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def lab_up(
+    *,
+    hosts: int,
+    driver: str = "sim",
+    store: str | None = None,
+    name: str = "lab",
+    root: Path | None = None,
+    subnet: str = DEFAULT_SUBNET,
+    host_ttl: int = 10,
+    timeout: float = 60.0,
+    say: Say = lambda _: None,
+) -> LabInfo:
+    """Bring lab ``name`` up and return, leaving it running. Raises :class:`LabError`.
+
+    On failure everything made so far is removed again before the error is raised.
+    """
+    directory = lab_dir(name, root)
+    layout = plan_lab(name, hosts, subnet)
+    ip = _preflight(name, driver, directory)
+    _fresh_dir(directory)
+    server_dir = directory / "server"
+    server_dir.mkdir(mode=0o700)
+    state = LabState(
+        layout=layout,
+        dir=str(directory),
+        driver=driver,
+        store=store or f"sqlite:///{server_dir / 'podium.db'}",
+    )
+    state.save()
+    try:
+        _make_network(layout, say)
+        _start_server(state, server_dir, host_ttl)
+        say(f"server {state.server_url} (agents dial {layout.fabric_url})")
+        config = ClientConfig.load(state.config)
+        join = asyncio.run(_mint(config))
+        _start_agents(state, ip, join, config.ca_pem, say)
+        asyncio.run(_wait_ready(state, config, timeout, say))
+        state.status = "up"
+        state.save()
+    except BaseException as err:
+        say("lab up failed; removing what it made")
+        try:
+            teardown(state, say)
+        except LabError as cleanup:
+            raise LabError(f"{err}; and cleaning up failed: {cleanup}") from err
+        if isinstance(err, NetworkError | ClientError):
+            raise LabError(str(err)) from err
+        raise
+    return LabInfo(
+        name=name,
+        config=state.config,
+        server=state.server_url,
+        hosts=[h.name for h in layout.hosts],
+        dir=str(directory),
+        fabric_url=layout.fabric_url,
+    )

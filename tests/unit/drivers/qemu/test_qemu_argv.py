@@ -1,0 +1,146 @@
+"""From a guest config to QEMU's command line: identity, memory floor, NICs, disks."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podium.drivers import GuestConfig
+from podium.drivers.qemu import MIN_MEMORY_MIB, QemuError, derived_mac, guest_uuid
+from podium.drivers.qemu._argv import kernel_cmdline, layout, qemu_argv
+
+UID = "0b5e7a3c-1111-4222-8333-444455556666"
+
+
+def cfg(spec: dict[str, Any] | None = None, name: str = "web-1", uid: str = UID) -> GuestConfig:
+    return GuestConfig(name, uid, 3, spec or {"request": {"cpu": 1.5, "memory_mib": 128}})
+
+
+def argv_of(config: GuestConfig, *, network: bool = False, accel: str = "tcg") -> list[str]:
+    guest = layout(config, with_network=network)
+    taps = [f"tap{i}" for i in range(len(guest.nics))]
+    return qemu_argv(
+        guest,
+        qemu="qemu-system-x86_64",
+        accel=accel,
+        kernel=Path("/img/vmlinuz"),
+        initrd=Path("/img/initrd.gz"),
+        volume=Path("/san/web-1.qcow2"),
+        taps=taps,
+    )
+
+
+def value(argv: list[str], flag: str) -> list[str]:
+    return [b for a, b in itertools.pairwise(argv) if a == flag]
+
+
+def test_every_qemu_carries_name_and_uuid_and_no_default_devices() -> None:
+    argv = argv_of(cfg())
+    assert value(argv, "-name") == ["web-1"]
+    assert value(argv, "-uuid") == [UID]
+    assert value(argv, "-accel") == ["tcg"]
+    assert value(argv, "-nic") == ["none"]
+    assert {"-nodefaults", "-nographic", "-no-reboot"} <= set(argv)
+    assert value(argv, "-smp") == ["2"]  # 1.5 CPUs: two vCPUs
+    assert value(argv, "-serial") == ["file:console.log"]
+    assert value(argv, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
+    assert '"filename":"/san/web-1.qcow2"' in value(argv, "-blockdev")[0]
+
+
+def test_memory_has_a_floor_the_kernel_can_boot_in() -> None:
+    small = layout(cfg({"request": {"cpu": 1, "memory_mib": 32}}), with_network=False)
+    assert small.memory_mib == MIN_MEMORY_MIB
+    assert layout(cfg(), with_network=False).memory_mib == 128
+
+
+def test_uuid_is_the_uid_or_derived_from_it() -> None:
+    assert guest_uuid(UID) == UID
+    derived = guest_uuid("u1")
+    assert uuid.UUID(derived) and derived == guest_uuid("u1") != guest_uuid("u2")
+
+
+def test_derived_macs_are_stable_local_unicast_and_distinct_per_nic() -> None:
+    mac = derived_mac(UID, 0)
+    assert mac == derived_mac(UID, 0) != derived_mac(UID, 1)
+    assert mac.startswith("52:54:00:")
+    first = int(mac[:2], 16)
+    assert first & 0x02 and not first & 0x01  # locally administered, unicast
+
+
+def test_nics_become_taps_only_with_a_network() -> None:
+    spec = {"nics": [{"mac": "52:54:00:00:00:09", "ip": "10.0.0.5/24", "gw": "10.0.0.1"}, {}]}
+    assert layout(cfg(spec), with_network=False).nics == ()
+    argv = argv_of(cfg(spec), network=True)
+    assert "-nic" not in argv
+    assert value(argv, "-netdev") == [
+        "tap,id=net0,ifname=tap0,script=no,downscript=no",
+        "tap,id=net1,ifname=tap1,script=no,downscript=no",
+    ]
+    devices = value(argv, "-device")
+    assert "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:09,romfile=" in devices
+    assert f"virtio-net-pci,netdev=net1,id=nic1,mac={derived_mac(UID, 1)},romfile=" in devices
+
+
+def test_a_guest_without_nics_in_its_spec_gets_one_nic_on_a_network() -> None:
+    nics = layout(cfg(), with_network=True).nics
+    assert [n.mac for n in nics] == [derived_mac(UID, 0)] and nics[0].ip is None
+
+
+def test_kernel_cmdline_numbers_addresses_in_mac_order() -> None:
+    spec = {
+        "nics": [
+            {"mac": "52:54:00:00:00:09", "ip": "10.0.1.5/24"},
+            {"mac": "52:54:00:00:00:01", "ip": "10.0.0.5/24", "gw": "10.0.0.1"},
+        ]
+    }
+    line = kernel_cmdline(layout(cfg(spec), with_network=True))
+    assert line.split() == [
+        "console=ttyS0",
+        "quiet",
+        "panic=-1",
+        "podium.name=web-1",
+        "podium.ip=10.0.0.5/24",  # the smaller MAC is NIC 0 inside the guest
+        "podium.ip1=10.0.1.5/24",
+        "podium.gw=10.0.0.1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"nics": [{"mac": "zz:54:00:00:00:01"}]}, "is not a MAC"),
+        ({"nics": [{"ip": "10.0.0.5"}]}, "needs a prefix"),
+        ({"nics": [{"ip": "10.0.0.500/24"}]}, "expected ip ADDR/PREFIX"),
+        ({"nics": [{"mac": "52:54:00:00:00:01"}, {"mac": "52:54:00:00:00:01"}]}, "share a MAC"),
+        ({"nics": "eth0"}, "must be a list"),
+        ({"disk_gib": 0}, "out of range"),
+        ({"image": "ubuntu"}, "unknown image 'ubuntu'"),
+    ],
+)
+def test_a_bad_spec_is_refused_with_the_field_named(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(QemuError, match=message):
+        layout(cfg(spec), with_network=True)
+
+
+def test_names_that_would_break_paths_or_options_are_refused() -> None:
+    for name in ("", "../x", "a,b", ".hidden"):
+        with pytest.raises(QemuError, match="guest name"):
+            layout(cfg(name=name), with_network=False)
+
+
+def test_taps_must_match_nics() -> None:
+    guest = layout(cfg(), with_network=True)
+    with pytest.raises(QemuError, match="1 NIC"):
+        qemu_argv(
+            guest,
+            qemu="q",
+            accel="tcg",
+            kernel=Path("k"),
+            initrd=Path("i"),
+            volume=Path("v"),
+            taps=[],
+        )

@@ -1,0 +1,86 @@
+"""The lab's layout (names, addresses, labels) and its state file, without making anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import podium.lab
+from podium.lab import LabError, LabState, lab_dir, load_state, plan_lab
+from podium.lab._procs import Proc
+
+
+def test_exports() -> None:
+    assert sorted(podium.lab.__all__) == [
+        "DEFAULT_NAME",
+        "DEFAULT_SUBNET",
+        "DownReport",
+        "HostLayout",
+        "LabError",
+        "LabInfo",
+        "LabLayout",
+        "LabState",
+        "lab_dir",
+        "lab_down",
+        "lab_up",
+        "load_state",
+        "plan_lab",
+    ]
+
+
+def test_plan_names_addresses_and_labels() -> None:
+    layout = plan_lab("lab", 3)
+    assert layout.namespaces == ["pdm-lab-fab", "pdm-lab-h1", "pdm-lab-h2", "pdm-lab-h3"]
+    assert layout.fabric_address == "10.213.0.1/16"
+    assert layout.fabric_listen == "pdm-lab-fab@10.213.0.1:7443"
+    assert layout.fabric_url == "https://10.213.0.1:7443"
+    assert [h.address for h in layout.hosts] == [
+        "10.213.0.17/16",
+        "10.213.0.18/16",
+        "10.213.0.19/16",
+    ]
+    assert [h.labels["rack"] for h in layout.hosts] == ["r1", "r2", "r1"]
+    assert {h.labels["site"] for h in layout.hosts} == {"s1"}
+    assert [h.fabric_port for h in layout.hosts] == ["up-h1", "up-h2", "up-h3"]
+    assert layout.guest_range == ("10.213.1.0", "10.213.255.254")
+    macs = [layout.fabric_mac, *(h.bridge_mac for h in layout.hosts)]
+    assert len(set(macs)) == 4 and all(m.startswith("02:") for m in macs)
+    assert plan_lab("lab", 3) == layout  # deterministic
+    other = plan_lab("b", 2, "172.20.0.0/22")
+    assert other.fabric_address == "172.20.0.1/22" and other.hosts[1].address == "172.20.0.18/22"
+
+
+@pytest.mark.parametrize(
+    ("name", "hosts", "subnet"),
+    [("Lab", 1, "10.0.0.0/16"), ("a-b", 1, "10.0.0.0/16"), ("1ab", 1, "10.0.0.0/16"),
+     ("lab", 0, "10.0.0.0/16"), ("lab", 240, "10.0.0.0/16"), ("lab", 1, "8.8.0.0/16"),
+     ("lab", 1, "10.0.0.0/24"), ("lab", 1, "fd00::/64"), ("lab", 1, "nonsense")],
+)  # fmt: skip
+def test_bad_plans_are_refused(name: str, hosts: int, subnet: str) -> None:
+    with pytest.raises(LabError):
+        plan_lab(name, hosts, subnet)
+
+
+def test_lab_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PODIUM_LAB_DIR", str(tmp_path))
+    assert lab_dir("x1") == tmp_path / "x1"
+    monkeypatch.delenv("PODIUM_LAB_DIR")
+    assert lab_dir("x1") == Path("/var/lib/podium/lab/x1")
+
+
+def test_state_round_trips_and_is_private(tmp_path: Path) -> None:
+    state = LabState(layout=plan_lab("lab", 2), dir=str(tmp_path), driver="sim", store="s")
+    state.server = Proc(10, 5, "server")
+    state.agents["h1"] = Proc(11, 6, "agent h1")
+    state.save()
+    assert (tmp_path / "lab.json").stat().st_mode & 0o777 == 0o600
+    assert load_state(tmp_path) == state
+    assert load_state(tmp_path / "none") is None
+    (tmp_path / "lab.json").write_text(json.dumps({"version": 99}))
+    with pytest.raises(LabError, match="not one this podium wrote"):
+        load_state(tmp_path)
+    (tmp_path / "lab.json").write_text("{")
+    with pytest.raises(LabError, match="cannot read"):
+        load_state(tmp_path)
