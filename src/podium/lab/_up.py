@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +62,9 @@ class LabInfo:
     def to_json(self) -> dict[str, Any]:
         """Exactly ``{"config": PATH, "server": URL, "hosts": [NAMES]}`` (DESIGN.md)."""
         return {"config": self.config, "server": self.server, "hosts": list(self.hosts)}
+
+
+IMAGE_TIMEOUT = 600.0  # a first build downloads the kernel package
 
 
 def _tail(path: Path, size: int = 1500) -> str:
@@ -200,6 +204,22 @@ async def _wait_ready(state: LabState, config: ClientConfig, timeout: float, say
             await asyncio.sleep(POLL)
 
 
+def _ensure_image(say: Say) -> None:
+    """Build (or reuse) the guest image here, in the root namespace.
+
+    Agents run inside lab namespaces, which have no route to the package mirror, so they
+    cannot fetch the kernel package themselves; they find the image in the same cache
+    (``$PODIUM_IMAGE_CACHE``, else the default), which they inherit.
+    """
+    say("guest image: building or reusing it (podium image build)")
+    out = subprocess.run(
+        [sys.executable, "-m", "podium", "image", "build"],
+        capture_output=True, text=True, timeout=IMAGE_TIMEOUT, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise LabError(f"podium image build failed: {(out.stderr or out.stdout).strip()[-800:]}")
+
+
 def _fresh_dir(directory: Path) -> None:
     """Forget a previous run's store, TLS files, tokens and logs (lab.json is gone)."""
     for sub in ("server", "hosts", "data"):
@@ -226,6 +246,8 @@ def lab_up(
     directory = lab_dir(name, root)
     layout = plan_lab(name, hosts, subnet)
     ip = _preflight(name, driver, directory)
+    if driver == "qemu":
+        _ensure_image(say)
     _fresh_dir(directory)
     server_dir = directory / "server"
     server_dir.mkdir(mode=0o700)
