@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.components import missing_component
 from tests.support.etcd import EtcdCluster, etcd_binary, start_etcd
 
 # -- etcd -------------------------------------------------------------------------------
@@ -16,10 +16,7 @@ def require_etcd() -> None:
     """Skip without etcd, except in CI (``CI=true``), where a missing etcd is a failure."""
     if etcd_binary() is not None:
         return
-    why = "etcd is not installed (apt-get install etcd-server, or run scripts/setup)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}; CI must run the etcd tests", pytrace=False)
-    pytest.skip(why)
+    missing_component("etcd is not installed (apt-get install etcd-server, or run scripts/setup)")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ guests. Kill one etcd member: the cluster keeps working on the remaining quorum.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import time
@@ -17,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from podium.client import AsyncPodiumClient, ClientConfig
+from tests.integration.conftest import require_etcd
 from tests.support import server as support
-from tests.support.etcd import EtcdCluster, etcd_binary, start_etcd
+from tests.support.etcd import EtcdCluster, start_etcd
 
 pytestmark = pytest.mark.etcd
 LEADER_TTL = 3
@@ -26,10 +26,7 @@ LEADER_TTL = 3
 
 @pytest.fixture
 def etcd3() -> Iterator[EtcdCluster]:
-    if etcd_binary() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("etcd is not installed: run scripts/setup (installs etcd-server)")
-        pytest.skip("etcd is not installed (scripts/setup installs etcd-server)")
+    require_etcd()
     with start_etcd(members=3) as cluster:
         yield cluster
 

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from podium.client import AsyncPodiumClient, ClientConfig
 from tests.support.server import running_server, sqlite_url, start_server, stop_server
 
@@ -99,7 +97,6 @@ def test_a_store_that_cannot_be_used_exits_1_with_one_line(tmp_path: Path) -> No
 
 
 def test_an_etcd_that_does_not_answer_exits_1_with_one_line(tmp_path: Path) -> None:
-    pytest.importorskip("podium.store.etcd", reason="the etcd backend is not in this tree yet")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

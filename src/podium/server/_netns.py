@@ -17,10 +17,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from podium._threads import call_in_thread
 from podium.server._settings import ListenAddress, NetnsListen, ServerError
 
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
@@ -49,35 +49,28 @@ def bind_in_netns(
     from pyroute2 import netns as pr_netns  # noqa: PLC0415 (only servers that need it)
 
     path = netns_path(where.netns)
-    result: list[socket.socket] = []
-    failure: list[BaseException] = []
 
-    def enter_and_bind() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as err:
-            failure.append(err)
-            return
+    def enter_and_bind() -> socket.socket:
+        fd = os.open(path, os.O_RDONLY)
         try:
             pr_netns.setns(fd, flags=0)
-            result.append(bind(where.address, str(where)))
-        except BaseException as err:  # handed to the caller's thread
-            failure.append(err)
+            return bind(where.address, str(where))
         finally:
             os.close(fd)
 
-    thread = threading.Thread(target=enter_and_bind, name=f"bind-in-{where.netns}", daemon=True)
-    thread.start()
-    thread.join(BIND_TIMEOUT)
-    if thread.is_alive():
-        raise ServerError(f"cannot listen on {where}: entering the namespace did not finish")
-    if failure:
-        err = failure[0]
-        if isinstance(err, ServerError):
-            raise err
-        if isinstance(err, OSError) and err.errno == errno.EPERM:
+    try:
+        return call_in_thread(enter_and_bind, name=f"bind-in-{where.netns}", timeout=BIND_TIMEOUT)
+    except ServerError:
+        raise
+    except TimeoutError as err:
+        raise ServerError(
+            f"cannot listen on {where}: entering the namespace did not finish"
+        ) from err
+    except OSError as err:
+        if err.errno == errno.EPERM:
             raise ServerError(
                 f"cannot listen on {where}: entering a network namespace needs root (CAP_SYS_ADMIN)"
             ) from err
         raise ServerError(f"cannot listen on {where}: {err}") from err
-    return result[0]
+    except Exception as err:
+        raise ServerError(f"cannot listen on {where}: {err}") from err

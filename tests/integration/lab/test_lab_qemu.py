@@ -19,6 +19,7 @@ import pytest
 
 from podium.drivers.net import namespace_pids
 from tests.integration.lab.conftest import PODIUM, new_guard, require_netns
+from tests.support.components import missing_component
 
 pytestmark = pytest.mark.slow
 APP = (
@@ -38,9 +39,7 @@ def test_qemu_lab_runs_guests_inside_their_hosts_then_down_leaves_nothing(
 ) -> None:
     require_netns()
     if shutil.which("qemu-system-x86_64") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("qemu-system-x86_64 is missing: scripts/setup installs qemu-system-x86")
-        pytest.skip("qemu-system-x86_64 is not installed (scripts/setup installs it)")
+        missing_component("qemu-system-x86_64 is not installed (scripts/setup installs it)")
     guard = new_guard(tmp_path)
     # an empty image cache: the image must be built where the package mirror is reachable
     cache = tmp_path / "images"

@@ -25,15 +25,10 @@ import pytest
 
 from podium.drivers.qemu import Image, ImageError, QemuDriver, build_image
 from podium.model import Resources
+from tests.support.components import missing_component
 
 CAPACITY = Resources(cpu=8, memory_mib=8192, iops=1000, net_mbps=1000)
 DEFAULT_TEST_CACHE = Path("/var/tmp/podium-test-images")
-
-
-def _fail_or_skip(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}; CI must run the QEMU tests", pytrace=False)
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +42,12 @@ def guest_image() -> Image:
     if not Path("/bin/busybox").exists():
         missing.append("busybox-static")
     if missing:
-        _fail_or_skip(f"QEMU tests need {', '.join(missing)} (scripts/setup installs them)")
+        missing_component(f"QEMU tests need {', '.join(missing)} (scripts/setup installs them)")
     cache = Path(os.environ.get("PODIUM_TEST_IMAGE_CACHE") or DEFAULT_TEST_CACHE)
     try:
         return build_image(cache)
     except ImageError as err:
-        _fail_or_skip(f"cannot build the guest image: {err}")
-        raise
+        missing_component(f"cannot build the guest image: {err}")
 
 
 def qemu_pids(marker: str) -> dict[int, str]:

@@ -19,6 +19,7 @@ import pytest
 from podium.drivers import DriverGuestState, GuestConfig
 from podium.drivers.net import LinuxBridgeNetwork
 from podium.drivers.qemu import QemuDriver
+from tests.support.components import missing_component
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def ip(*args: str) -> str:
 @pytest.fixture
 def netns() -> Iterator[str]:
     if shutil.which("ip") is None or shutil.which("ping") is None:
-        pytest.skip("needs iproute2 and ping")
+        missing_component("needs iproute2 and iputils-ping (scripts/setup installs them)")
     name = f"pdq-{secrets.token_hex(3)}"
     ip("netns", "add", name)
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from podium._threads import call_in_thread
 from podium.drivers.net._protocol import NetworkError
 
 T = TypeVar("T")
@@ -41,23 +41,10 @@ def netns_path(name: str) -> Path:
 
 
 def _in_thread(fn: Callable[[], T], what: str) -> T:
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            result.append(fn())
-        except BaseException as err:  # handed to the caller's thread
-            failure.append(err)
-
-    thread = threading.Thread(target=body, name=f"netlink: {what}", daemon=True)
-    thread.start()
-    thread.join(THREAD_TIMEOUT)
-    if thread.is_alive():
-        raise NetworkError(f"{what}: no answer from the kernel in {THREAD_TIMEOUT:g} s")
-    if failure:
-        raise failure[0]
-    return result[0]
+    try:
+        return call_in_thread(fn, name=f"netlink: {what}", timeout=THREAD_TIMEOUT)
+    except TimeoutError as err:
+        raise NetworkError(f"{what}: no answer from the kernel in {THREAD_TIMEOUT:g} s") from err
 
 
 def _loop_running() -> bool:

@@ -2,7 +2,7 @@
 
 ::
 
-    apt-cache depends linux-image-cloud-amd64 ──> linux-image-<abi>-cloud-amd64 + version
+    apt-cache show linux-image-cloud-amd64 ──> linux-image-<abi>-cloud-amd64 + version
     apt-get download ──> dpkg -x ──> vmlinuz + virtio modules (depends= order)
     /bin/busybox (busybox-static) + /init ──> initrd.gz (cpio newc, gzip)
     cache_dir/<key>/{vmlinuz, initrd.gz, image.json}     key = hash of every input
