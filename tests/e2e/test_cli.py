@@ -49,10 +49,15 @@ def test_examples_apply_and_run_on_sim_hosts(cluster: Cluster) -> None:
     items = wait_for(
         lambda: (g := guests(cluster)) and all(x["status"]["state"] == "running" for x in g) and g
     )
-    assert {g["name"] for g in items} == {"web-1", "web-2", "web-3", "cache-1", "cache-2", "db-1"}
+    assert {g["name"] for g in items} == {
+        "web-1", "web-2", "web-3", "cache-1", "cache-2", "db-1", "files-1", "logger-1",
+    }  # fmt: skip
     for g in items:
         assert {"kind", "name", "spec", "status"} <= g.keys()
-        assert {"state", "host", "uuid"} <= g["status"].keys()
+        assert {"state", "host", "uuid", "nics"} <= g["status"].keys()
+    files = next(g for g in items if g["name"] == "files-1")
+    macs = [nic["mac"] for g in items for nic in g["status"]["nics"]]
+    assert len(files["status"]["nics"]) == 2 and len(set(macs)) == len(macs) == 9
     web_hosts = [g["status"]["host"] for g in items if g.get("owner") == "web"]
     assert len(set(web_hosts)) == 3  # spread: host
     cache_hosts = {g["status"]["host"] for g in items if g.get("owner") == "cache"}

@@ -13,11 +13,20 @@
 
     watchdog THREAD: deadline passed ──> driver.kill_all(), report nothing ──> register again
 
+    assignment extras (driver permitting: LiveMigration, BlockBackup; ConsoleSource):
+      incoming ──> prepare_incoming ──> report_migration(ready, uri)      (target)
+      incoming gone, guest incoming here ──> activate                     (target)
+      migrate ──> migrate_out ──> report_migration(progress…, completed|failed)  (source)
+      backup ──> backup ──> report_backup(running, progress…, completed|failed)
+      console tail changed ──> push_console (every 2 s at most per guest)
+
 Vocabulary: an *assignment* is one guest at one epoch (``{"guest", "uid", "epoch",
 "spec"}``); *fencing* is killing every guest before the host lease can expire, so the
 control plane may restart them elsewhere without a double run; *adoption* is taking
-over guests that kept running across an agent restart. The agent never imports the
-store, the state layer or the controllers: all it knows comes through its link.
+over guests that kept running across an agent restart; a guest *migrated away* is the
+stopped source of a completed live migration, never started again at its epoch. The
+agent never imports the store, the state layer or the controllers: all it knows comes
+through its link.
 
 Many agents in one process (simulated hosts)::
 
@@ -28,18 +37,33 @@ Many agents in one process (simulated hosts)::
 
 from podium.agent._agent import Agent, AgentState, run_many
 from podium.agent._link import AgentError, LeaseExpired, LinkError, Registration, ServerLink
-from podium.agent._plan import StartGuest, StopGuest, plan_local, reports
+from podium.agent._plan import (
+    Activate,
+    CancelMigration,
+    MigrateOut,
+    PrepareIncoming,
+    RunBackup,
+    StartGuest,
+    StopGuest,
+    plan_local,
+    reports,
+)
 from podium.agent._watchdog import DEFAULT_WATCHDOG, Fence, Watchdog
 
 __all__ = [
     "DEFAULT_WATCHDOG",
+    "Activate",
     "Agent",
     "AgentError",
     "AgentState",
+    "CancelMigration",
     "Fence",
     "LeaseExpired",
     "LinkError",
+    "MigrateOut",
+    "PrepareIncoming",
     "Registration",
+    "RunBackup",
     "ServerLink",
     "StartGuest",
     "StopGuest",

@@ -110,6 +110,30 @@ class ServerLink(Protocol):
         """
         ...
 
+    async def report_migration(self, host: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Report one step of a live migration this host takes part in.
+
+        ``report`` is ``{"guest", "id", "role": "source"|"target", "state":
+        "ready"|"progress"|"completed"|"failed", "uri"?, "progress"?, "result"?,
+        "message"?}`` (``POST /api/v1/agent/{host}/migrations``). Returns ``{"accepted":
+        bool, "reason": str}``; not accepted means stale (the migration is over or not
+        this host's): the agent drops the report and does not retry it.
+        """
+        ...
+
+    async def report_backup(self, host: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Report one step of a backup, ``{"guest", "id", "state": "running"|"completed"|
+        "failed", "path"?, "mode"?, "bytes"?, "progress"?: {"done", "total"}, "message"?}``
+        (``POST /api/v1/agent/{host}/backups``). Returns ``{"accepted": bool, "reason": str}``
+        like :meth:`report_migration`."""
+        ...
+
+    async def push_console(self, host: str, guest: str, text: str) -> None:
+        """Store the tail (at most 16 KiB) of ``guest``'s serial console
+        (``PUT /api/v1/agent/{host}/console/{guest}``); the server accepts it only from
+        the guest's host. Best effort: the agent logs failures and pushes again later."""
+        ...
+
     async def close(self) -> None:
         """Release connections. Idempotent."""
         ...

@@ -7,8 +7,11 @@
                                             Principal, 401)     │           delete, apply, cordon
                                                                 │  cluster: healthz, metrics,
                                                                 │           events, tokens
-                                                                └  agent:   register, keepalive,
-                                                                            assignments, status
+                                                                │  agent:   register, keepalive,
+                                                                │           assignments, status,
+                                                                │           backups, console push
+                                                                └  backups: create, list, restore;
+                                                                   console: read a guest's tail
     watch streams:  store.watch ──> _Feed ──> per-revision batches ──> NDJSON lines
                     (+ BOOKMARK every `heartbeat` s of silence, ERROR on Compacted)
 

@@ -14,7 +14,14 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import podium
-from podium.api import _routes_agent, _routes_cluster, _routes_objects
+from podium.api import (
+    _routes_agent,
+    _routes_backups,
+    _routes_cluster,
+    _routes_console,
+    _routes_migrations,
+    _routes_objects,
+)
 from podium.api._auth import AuthMiddleware, HTTPError, TokenAuthenticator
 from podium.api._context import ApiContext
 from podium.api._metrics import Metrics, MetricsMiddleware
@@ -74,6 +81,10 @@ def create_app(
     )
     app.include_router(_routes_cluster.router)
     app.include_router(_routes_agent.router)
+    app.include_router(_routes_backups.router)  # before objects' /{kind} catch-alls
+    app.include_router(_routes_backups.agent_router)
+    app.include_router(_routes_console.router)
+    app.include_router(_routes_migrations.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_objects.router)
     _install_error_handlers(app)
     app.add_middleware(AuthMiddleware, authenticator=auth)

@@ -138,7 +138,7 @@ async def assignments(
         return ctx.stream("assignments", lines)
     items, revision = await ctx.state.assignments(host)
     return AssignmentList(
-        items=[{"guest": a.guest, "uid": a.uid, "epoch": a.epoch, "spec": a.spec} for a in items],
+        items=[a.to_dict() for a in items],
         revision=revision,
     )
 

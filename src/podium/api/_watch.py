@@ -283,8 +283,7 @@ async def assignment_lines(
         if from_revision <= 0:
             items, last = await state.assignments(host)
             for a in items:
-                assignment = {"guest": a.guest, "uid": a.uid, "epoch": a.epoch, "spec": a.spec}
-                yield line({"type": "PUT", "assignment": assignment, "revision": last})
+                yield line({"type": "PUT", "assignment": a.to_dict(), "revision": last})
             yield _bookmark(last)  # the snapshot is complete
         batches = _batches(state, prefix, last + 1, heartbeat=heartbeat, stopping=stopping)
         async with contextlib.aclosing(batches):

@@ -8,7 +8,9 @@ import typer
 
 from podium import __version__
 from podium.cli import _daemons, _objects
+from podium.cli._backups import backup_app
 from podium.cli._demo import demo
+from podium.cli._guests import guest_app
 from podium.cli._hosts import host_app
 from podium.cli._image import image_app
 from podium.cli._lab import lab_app
@@ -44,7 +46,9 @@ app.command()(_objects.apply)
 app.command()(_objects.get)
 app.command()(_objects.delete)
 app.command()(_objects.events)
+app.add_typer(guest_app, name="guest")
 app.add_typer(host_app, name="host")
+app.add_typer(backup_app, name="backup")
 app.add_typer(image_app, name="image")
 app.add_typer(lab_app, name="lab")
 

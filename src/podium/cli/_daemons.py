@@ -42,13 +42,35 @@ def server(
             help="Also listen inside network namespace NETNS, e.g. a lab's fabric. Repeatable.",
         ),
     ] = [],  # noqa: B006
+    guest_subnet: Annotated[
+        str | None,
+        typer.Option(metavar="CIDR", help="Guests' on-link subnet: NIC IPs come from it"),
+    ] = None,
+    guest_pool: Annotated[
+        str | None,
+        typer.Option(metavar="FIRST-LAST", help="Guest IPs to hand out (default: the subnet)"),
+    ] = None,
+    guest_gateway: Annotated[
+        str | None, typer.Option(metavar="ADDR", help="The guests' default gateway")
+    ] = None,
+    max_migrations: Annotated[
+        int, typer.Option(min=1, help="Live migrations in flight, cluster-wide")
+    ] = 2,
+    max_migrations_per_host: Annotated[
+        int, typer.Option(min=1, help="Live migrations in flight per host (source or target)")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "warning",
 ) -> None:
     """Run the API server and (when elected leader) the controllers."""
     from podium.server import ServerError, ServerSettings, serve  # noqa: PLC0415
 
+    setup_logging(log_level)
+
     settings = ServerSettings(
         store_url=store, listen=listen, data_dir=data_dir, host_ttl=host_ttl, insecure=insecure,
-        extra_listen=tuple(listen_netns),
+        extra_listen=tuple(listen_netns), guest_subnet=guest_subnet, guest_pool=guest_pool,
+        guest_gateway=guest_gateway, max_migrations=max_migrations,
+        max_migrations_per_host=max_migrations_per_host,
     )  # fmt: skip
     try:
         asyncio.run(serve(settings, ready=lambda line: console.print(line, highlight=False)))
@@ -56,6 +78,34 @@ def server(
         fail(str(err))
     except KeyboardInterrupt:
         pass
+
+
+def setup_logging(level: str) -> None:
+    """Log lines to stderr with time and origin (a daemon's stderr goes to its log file)."""
+    import logging  # noqa: PLC0415
+
+    value = logging.getLevelName(level.upper())
+    if not isinstance(value, int):
+        fail(f"unknown --log-level {level!r}: expected debug, info, warning or error")
+    logging.basicConfig(
+        level=value, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def _address_towards(server_url: str) -> str | None:
+    """This host's source address on the route to the server (no packet is sent)."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    host = urlsplit(server_url).hostname
+    if not host:
+        return None
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))  # UDP connect only picks a route
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
 
 
 def _parse_labels(labels: list[str]) -> dict[str, str]:
@@ -96,6 +146,14 @@ def agent(
     label: Annotated[
         list[str], typer.Option(help="KEY=VALUE, e.g. rack=r1, site=s1. Repeatable.")
     ] = [],  # noqa: B006
+    migration_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Address incoming live migrations listen on "
+            "(default: this host's address on the route to the server)"
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run the host agent: dial the server, hold the host lease, run the guests bound here."""
     from podium.agent import Agent  # noqa: PLC0415
@@ -121,6 +179,9 @@ def agent(
         )
     capacity = Resources(cpu, memory_mib, iops, net_mbps)
     name = name or socket.gethostname()
+    setup_logging(log_level)
+    if migration_address is None:
+        migration_address = _address_towards(server_url)
 
     try:
         drv = DRIVERS[driver](name=name, capacity=capacity, data_dir=data_dir)
@@ -136,6 +197,7 @@ def agent(
             capacity=capacity,
             labels=_parse_labels(label),
             on_host_token=lambda t: write_secret(token_file, t + "\n"),
+            migration_address=migration_address,
         )
         task = asyncio.create_task(node.run())
         loop = asyncio.get_running_loop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -22,9 +22,17 @@ from podium.cli._common import console, fail
 
 
 def demo(
-    hosts: Annotated[int, typer.Option(min=2, max=500, help="Simulated hosts to start")] = 8,
-    guests: Annotated[int, typer.Option(min=1, max=20000, help="Guests to deploy")] = 40,
-    driver: Annotated[str, typer.Option(help="sim (qemu comes with real hosts)")] = "sim",
+    hosts: Annotated[
+        int | None,
+        typer.Option(min=2, max=500, help="Hosts to start (default: 8 sim, 3 qemu)"),
+    ] = None,
+    guests: Annotated[
+        int | None,
+        typer.Option(min=1, max=20000, help="Guests to deploy (default: 40 sim, 6 qemu)"),
+    ] = None,
+    driver: Annotated[
+        str, typer.Option(help="sim (simulated hosts) or qemu (real guests in a lab)")
+    ] = "sim",
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable report only")
     ] = False,
@@ -34,8 +42,18 @@ def demo(
     ] = None,
     host_ttl: Annotated[int, typer.Option(min=1, help="Host lease TTL, seconds")] = 3,
 ) -> None:
-    """Start a server on SQLite and N hosts, deploy apps, kill a host, show the failover."""
+    """Start a server on SQLite and N hosts, deploy apps, kill a host, show the failover.
+
+    With ``--driver qemu`` the hosts are a lab of network namespaces running real QEMU
+    guests, and the demo also pings them, live-migrates one and backs one up.
+    """
     from podium.demo import DemoError, default_data_dir, run_demo  # noqa: PLC0415
+
+    if driver not in ("sim", "qemu"):
+        fail(f"unknown --driver {driver!r}: expected sim or qemu")
+    qemu = driver == "qemu"
+    hosts = hosts or (3 if qemu else 8)
+    guests = guests or (6 if qemu else 40)
 
     data_dir = data_dir or default_data_dir()
     with Progress(
@@ -79,6 +97,7 @@ def demo(
         ),
         ("failover complete after", f"{report.failover_seconds:.2f} s"),
         ("double runs seen", str(report.double_runs_seen)),
+        *_qemu_rows(report.extra),
         ("store", report.store + ("" if data_dir else " (a temp dir, removed)")),
     ]
     for key, value in rows:
@@ -87,3 +106,19 @@ def demo(
     console.print("[bold]events of the failover[/] (podium events shows them all):")
     for line in report.events:
         console.print(f"  {line}", highlight=False)
+
+
+def _qemu_rows(extra: dict[str, Any]) -> list[tuple[str, str]]:
+    """Report lines only the qemu demo has: ping, live migration, backup."""
+    rows = []
+    if "guests_answering_ping" in extra:
+        rows.append(("guests answering ping", str(extra["guests_answering_ping"])))
+    if m := extra.get("migration"):
+        rows.append((
+            "live migration",
+            f"{m['guest']} {m['from']} -> {m['to']} in {m['total_seconds']:.2f} s, QEMU "
+            f"downtime {m['qemu_downtime_ms']} ms, {m['transferred_mib']} MiB",
+        ))  # fmt: skip
+    if b := extra.get("backup"):
+        rows.append(("agentless backup", f"{b['id']} ({b['mode']}, {b['bytes']} bytes)"))
+    return rows

@@ -74,3 +74,69 @@ def cordon(name: str, config: ConfigOption = None) -> None:
 def uncordon(name: str, config: ConfigOption = None) -> None:
     """Let the scheduler place guests on a host again."""
     _cordon(name, False, config)
+
+
+@host_app.command("drain")
+def drain(
+    name: str,
+    wait: Annotated[bool, typer.Option(help="Wait until no guest is left on the host")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait before giving up")] = 1800.0,
+    config: ConfigOption = None,
+) -> None:
+    """Cordon a host and live-migrate every guest away (placement picks where)."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from podium.cli._common import err_console, fail  # noqa: PLC0415
+
+    async def body() -> tuple[int, int]:
+        async with client_for(config) as client:
+            answer: dict[str, Any] = await client.drain(name)
+            total = int(answer.get("guests", 0))
+            if not wait:
+                return total, total
+            deadline = time.monotonic() + timeout
+            show = err_console.is_terminal
+            with Progress(
+                TextColumn(f"draining [bold]{name}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                console=err_console,
+                disable=not show,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("", total=max(total, 1))
+                while True:
+                    host = await client.get("hosts", name)
+                    left = int(host.get("status", {}).get("guests", 0))
+                    migrations = [
+                        m
+                        for m in await client.migrations()
+                        if m.get("source") == name and m.get("state") not in ("completed",)
+                    ]
+                    active = [m for m in migrations if m.get("state") not in ("failed",)]
+                    bar.update(
+                        task,
+                        completed=max(0, total - left),
+                        description=f"{len(active)} migrating",
+                    )
+                    if left == 0:
+                        return total, left
+                    if time.monotonic() > deadline:
+                        failed = [m for m in migrations if m.get("state") == "failed"]
+                        why = "; ".join(f"{m['guest']}: {m.get('message')}" for m in failed[:3])
+                        fail(
+                            f"host {name} still holds {left} guest(s) after {timeout:g} s"
+                            + (f" ({why})" if why else "")
+                            + "; the drain goes on"
+                        )
+                    await asyncio.sleep(0.5)
+
+    total, left = run(body)
+    if wait:
+        console.print(f"host/{name} drained: {total} guest(s) moved away", highlight=False)
+    else:
+        console.print(f"host/{name} draining: {left} guest(s) to move", highlight=False)

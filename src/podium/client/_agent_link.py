@@ -3,7 +3,9 @@
 ::
 
     Agent ──> AgentLink ──> /api/v1/agent/register | /{host}/keepalive | /{host}/assignments
-                                                   | /{host}/status
+                                                   | /{host}/status | /{host}/backups
+                                                   | /{host}/migrations
+                                                   | /{host}/console/{guest}
     errors:  no answer, 5xx, 409 (host still alive) ──> LinkError     (retry later)
              410 (lease gone)                        ──> LeaseExpired  (fence, register again)
              401, 403, other 4xx                     ──> AgentError    (not retryable)
@@ -132,6 +134,17 @@ class AgentLink:
             "POST", f"/api/v1/agent/{host}/status", {"reports": reports}
         )
         return answer
+
+    async def report_migration(self, host: str, report: JSON) -> JSON:
+        answer: JSON = await self._call("POST", f"/api/v1/agent/{host}/migrations", report)
+        return answer
+
+    async def report_backup(self, host: str, report: JSON) -> JSON:
+        answer: JSON = await self._call("POST", f"/api/v1/agent/{host}/backups", report)
+        return answer
+
+    async def push_console(self, host: str, guest: str, text: str) -> None:
+        await self._call("PUT", f"/api/v1/agent/{host}/console/{guest}", {"text": text})
 
     async def close(self) -> None:
         if not self._closed:

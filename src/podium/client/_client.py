@@ -180,6 +180,70 @@ class AsyncPodiumClient:
         body: JSON = await self._http.request("GET", "/healthz", ok=(503,))
         return body
 
+    # -- live migration and drain ---------------------------------------------------------
+
+    async def migrate(self, guest: str, to: str | None = None) -> JSON:
+        """Live-migrate a running guest to ``to`` (None: the scheduler picks); returns the
+        new migration record (state ``pending``). Poll :meth:`migration` for its progress."""
+        body = await self._http.request(
+            "POST", f"/api/v1/guests/{guest}/migrate", json_body={"to": to}
+        )
+        record: JSON = body["migration"]
+        return record
+
+    async def migration(self, guest: str) -> JSON:
+        """The guest's latest migration record: ``state`` pending, preparing, transferring,
+        completed, failed or cancelled; ``progress`` while transferring; ``result`` once done."""
+        body: JSON = await self._http.request("GET", f"/api/v1/migrations/{guest}")
+        return body
+
+    async def migrations(self) -> Items:
+        """Every guest's latest migration record."""
+        body = await self._http.request("GET", "/api/v1/migrations")
+        items: Items = body["items"]
+        return items
+
+    async def drain(self, host: str) -> JSON:
+        """Cordon ``host`` and move its guests away; ``{"name", "draining", "guests"}``.
+        The host's view shows ``status.draining`` (and ``HostDrained`` is emitted) until
+        :meth:`cordon` ``(host, False)`` ends it."""
+        body: JSON = await self._http.request("POST", f"/api/v1/hosts/{host}/drain")
+        return body
+
+    # -- backups and console -------------------------------------------------------------
+
+    async def create_backup(self, guest: str, mode: str = "auto") -> JSON:
+        """Back up a running guest (``auto``, ``full`` or ``incremental``); returns the
+        new record (state ``pending``). Poll :meth:`backup` for its progress."""
+        payload = {"guest": guest, "mode": mode}
+        body = await self._http.request("POST", "/api/v1/backups", json_body=payload)
+        record: JSON = body["backup"]
+        return record
+
+    async def backups(self, guest: str | None = None) -> Items:
+        """Backup records (of ``guest``, or all), oldest first."""
+        params = {"guest": guest} if guest else None
+        body = await self._http.request("GET", "/api/v1/backups", params=params)
+        items: Items = body["items"]
+        return items
+
+    async def backup(self, backup_id: str) -> JSON:
+        """One backup record: ``state`` is pending, running, completed or failed."""
+        body: JSON = await self._http.request("GET", f"/api/v1/backups/{backup_id}")
+        return body
+
+    async def restore_backup(self, backup_id: str, as_name: str | None = None) -> JSON:
+        """Create a guest from a completed backup; returns ``{"guest": view}``."""
+        body: JSON = await self._http.request(
+            "POST", f"/api/v1/backups/{backup_id}/restore", json_body={"as": as_name}
+        )
+        return body
+
+    async def console(self, guest: str) -> JSON:
+        """``{"guest", "host", "text", "updated"}``: the serial console its host captured."""
+        body: JSON = await self._http.request("GET", f"/api/v1/guests/{guest}/console")
+        return body
+
     # -- streams ---------------------------------------------------------------------
 
     async def _watch(

@@ -11,13 +11,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from podium.controller import _snapshot as snap
+from podium.controller._backups import BackupSweeper
+from podium.controller._drain import DrainController
 from podium.controller._errors import TemporaryError
 from podium.controller._events import EventRecorder
 from podium.controller._leader import Leadership
+from podium.controller._migration_plans import MigrationLimits
+from podium.controller._migrations import MigrationController
 from podium.controller._plans import (
     Bind,
     CreateGuests,
@@ -53,6 +57,7 @@ class Context:
     host_ttl: float
     clock: Callable[[], float]
     bind_concurrency: int = 16
+    migrations: MigrationLimits = field(default_factory=MigrationLimits)
 
 
 class Controller(Protocol):
@@ -286,4 +291,11 @@ def guest_running_event(event: Event) -> tuple[str, str, str] | None:
 
 
 ControllerFactory = Callable[[Context], Controller]
-CONTROLLERS: tuple[ControllerFactory, ...] = (AppController, HostController, PlacementController)
+CONTROLLERS: tuple[ControllerFactory, ...] = (
+    AppController,
+    HostController,
+    PlacementController,
+    BackupSweeper,
+    MigrationController,
+    DrainController,
+)

@@ -19,6 +19,7 @@ from podium.controller._controllers import (
 from podium.controller._errors import PermanentError, TemporaryError
 from podium.controller._events import EventRecorder
 from podium.controller._leader import Leadership
+from podium.controller._migration_plans import MigrationLimits
 from podium.controller._queue import WorkQueue
 from podium.scheduler import Scheduler
 from podium.state import ClusterState, Conflict, keys
@@ -49,7 +50,9 @@ class ControllerManager:
                                                       PermanentError: warning event, no spin
 
     ``host_ttl`` is the agents' lease TTL (retry pacing for hosts whose lease is late).
-    ``clock`` stamps status changes. ``stats()`` counts reconciles per controller.
+    ``clock`` stamps status changes. ``migrations``: limits and timeouts of live migrations
+    and drains (server flags ``--max-migrations``, ``--max-migrations-per-host``).
+    ``stats()`` counts reconciles per controller.
     """
 
     def __init__(
@@ -64,8 +67,10 @@ class ControllerManager:
         keep_events: int = 10_000,
         event_interval: float = 0.5,
         controllers: tuple[ControllerFactory, ...] = CONTROLLERS,
+        migrations: MigrationLimits | None = None,
     ) -> None:
         self.state = state
+        self.migrations = migrations or MigrationLimits()
         self.scheduler = scheduler
         self.host_ttl = host_ttl
         self.clock = clock
@@ -83,7 +88,15 @@ class ControllerManager:
     async def run(self, leadership: Leadership) -> None:
         """Run every controller until cancelled, or until ``leadership.lost`` (then return)."""
         events = EventRecorder(self.state, interval=self.event_interval)
-        ctx = Context(self.state, leadership, events, self.scheduler, self.host_ttl, self.clock)
+        ctx = Context(
+            self.state,
+            leadership,
+            events,
+            self.scheduler,
+            self.host_ttl,
+            self.clock,
+            migrations=self.migrations,
+        )
         controllers = [factory(ctx) for factory in self._factories]
         queues = {c.name: WorkQueue() for c in controllers}
         try:

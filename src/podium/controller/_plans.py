@@ -118,6 +118,9 @@ def replica_spec(app: str, spec: Mapping[str, Any]) -> JSON:
         "running": True,
         "app": app,
         "spread": spec.get("spread"),
+        "nics": [{} for _ in spec.get("nics", [{}])],
+        "disk_gib": spec.get("disk_gib", 1.0),
+        "workload": spec.get("workload", "idle"),
     }
 
 
@@ -265,6 +268,10 @@ def placement_request(snapshot: Snapshot) -> tuple[PlacementRequest, dict[str, s
         allocated[b.host] = allocated[b.host] + g.request
         if g.app is not None:
             placed[g.app].append(b.host)
+        if b.migrating_to is not None:  # a live migration's target holds its room as well
+            allocated[b.migrating_to] = allocated[b.migrating_to] + g.request
+            if g.app is not None:
+                placed[g.app].append(b.migrating_to)
     rows = [
         HostRow(
             name=h.name,

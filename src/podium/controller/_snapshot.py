@@ -21,6 +21,7 @@ class BindingRow:
     host: str | None
     epoch: int
     revision: int
+    migrating_to: str | None = None  # a live migration's target: it holds the guest's room too
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ async def read_snapshot(state: ClusterState) -> Snapshot:
     """Guests, bindings, guest statuses and hosts; lost hosts' leases are confirmed expired."""
     guests = {n: rec for n, (rec, _) in (await _map(state, keys.object_prefix(Kind.GUEST))).items()}
     bindings = {
-        n: BindingRow(b.get("host"), int(b["epoch"]), rev)
+        n: BindingRow(b.get("host"), int(b["epoch"]), rev, (b.get("migration") or {}).get("to"))
         for n, (b, rev) in (await _map(state, keys.BINDINGS)).items()
     }
     statuses = {n: s for n, (s, _) in (await _map(state, keys.GUEST_STATUS)).items()}

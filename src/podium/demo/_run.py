@@ -56,6 +56,8 @@ class DemoReport:
     config: str = ""
     apps: dict[str, int] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    driver: str = "sim"
+    extra: dict[str, Any] = field(default_factory=dict)  # qemu: ping, migration, backup
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,8 +239,15 @@ async def run_demo(
     host_ttl: int = 3, progress: Progress = lambda *_: None, timeout: float = 90.0,
 ) -> DemoReport:  # fmt: skip
     """Run the whole demo; always stops what it started."""
+    if driver == "qemu":
+        from podium.demo._qemu import run_qemu_demo  # noqa: PLC0415
+
+        return await run_qemu_demo(
+            hosts=hosts, guests=guests, host_ttl=host_ttl, progress=progress,
+            timeout=max(timeout, 300.0),
+        )  # fmt: skip
     if driver != "sim":
-        raise DemoError(f"driver {driver!r} is not available in the demo yet: use --driver sim")
+        raise DemoError(f"unknown driver {driver!r}: expected sim or qemu")
     apps = demo_apps(hosts, guests)
     check_capacity(hosts, apps)
     temp = data_dir is None

@@ -8,6 +8,9 @@
     create ──> start ──> (running) ──> stop | kill ──> destroy
                     kill_all (watchdog thread: self-fencing, works while the loop is blocked)
 
+    optional protocols: LiveMigration (prepare_incoming, migrate_out, activate),
+                        BlockBackup (backup), ConsoleSource (console)
+
 Vocabulary: a *config* is one guest at one binding epoch (what to run); an *info* is
 what the driver observes of it. Drivers live in the explicit :data:`DRIVERS` registry,
 keyed by the name ``podium agent --driver`` takes; each factory is called as
@@ -21,6 +24,11 @@ from pathlib import Path
 from typing import Protocol
 
 from podium.drivers._protocol import (
+    BackupError,
+    BackupRequest,
+    BackupResult,
+    BlockBackup,
+    ConsoleSource,
     Driver,
     DriverError,
     DriverGuestState,
@@ -30,6 +38,10 @@ from podium.drivers._protocol import (
     GuestKilled,
     GuestNotFound,
     InsufficientResources,
+    LiveMigration,
+    MigrationError,
+    MigrationProgress,
+    MigrationResult,
 )
 from podium.drivers.qemu import qemu_driver
 from podium.drivers.sim import SimDriver
@@ -48,6 +60,11 @@ DRIVERS: dict[str, DriverFactory] = {"qemu": qemu_driver, "sim": SimDriver}
 
 __all__ = [
     "DRIVERS",
+    "BackupError",
+    "BackupRequest",
+    "BackupResult",
+    "BlockBackup",
+    "ConsoleSource",
     "Driver",
     "DriverError",
     "DriverFactory",
@@ -58,5 +75,9 @@ __all__ = [
     "GuestKilled",
     "GuestNotFound",
     "InsufficientResources",
+    "LiveMigration",
+    "MigrationError",
+    "MigrationProgress",
+    "MigrationResult",
     "SimDriver",
 ]

@@ -2,12 +2,20 @@
 
 A driver owns the local reality of one host: guest processes (QEMU) or their model
 (sim). The agent decides *what* should run; the driver only does it and says what is.
+Beyond :class:`Driver`, a driver may offer :class:`LiveMigration`,
+:class:`BlockBackup` and :class:`ConsoleSource` (check with ``isinstance``).
+
+Live migration, seen from the two hosts::
+
+    target: prepare_incoming ─> incoming (QEMU -incoming, vCPUs stopped) ──activate──> running
+    source: running ──migrate_out──> (pre-copy, progress) ──> source QEMU gone ─> stopped
+                                          └─ failed / stalled / cancelled ─> still running
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,7 +31,9 @@ class DriverError(Exception):
         ├── GuestNotFound          the driver does not know the guest
         ├── GuestBusy              the guest is active; stop it first
         ├── InsufficientResources  the guest does not fit in what is free on the host
-        └── GuestKilled            the guest was killed (fenced, crashed) while starting
+        ├── GuestKilled            the guest was killed (fenced, crashed) while starting
+        ├── MigrationError         a live migration failed; the source still runs
+        └── BackupError            a backup failed; the guest and earlier backups are intact
     """
 
     retryable: bool = False
@@ -49,6 +59,19 @@ class GuestKilled(DriverError):
     retryable = True
 
 
+class MigrationError(DriverError):
+    """A live migration failed or stalled: the source is left running (or the incoming
+    destination left waiting), and nothing ran twice."""
+
+    retryable = True
+
+
+class BackupError(DriverError):
+    """A backup failed: the guest runs on, no partial backup file is left behind."""
+
+    retryable = True
+
+
 class DriverGuestState(enum.StrEnum):
     """A guest's state on its host, as the driver sees it."""
 
@@ -56,6 +79,7 @@ class DriverGuestState(enum.StrEnum):
     STARTING = "starting"  # start in progress; counts against capacity
     RUNNING = "running"  # up; counts against capacity
     STOPPING = "stopping"  # graceful stop in progress; counts against capacity
+    INCOMING = "incoming"  # migration destination: QEMU waits (vCPUs stopped); counts
     STOPPED = "stopped"  # not running (stopped, or killed); resources free
     FAILED = "failed"  # could not start, or died; resources free; see message
 
@@ -66,6 +90,7 @@ class DriverGuestState(enum.StrEnum):
             DriverGuestState.STARTING,
             DriverGuestState.RUNNING,
             DriverGuestState.STOPPING,
+            DriverGuestState.INCOMING,
         )
 
 
@@ -168,4 +193,132 @@ class Driver(Protocol):
 
     async def status(self, name: str) -> GuestInfo | None:
         """One guest, or ``None`` if the driver does not know it."""
+        ...
+
+
+# -- live migration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationProgress:
+    """One sample of a migration in flight (QEMU's ``query-migrate``)."""
+
+    status: str  # QEMU's: setup | active | pre-switchover | device | completed | failed | ...
+    transferred: int  # bytes of RAM sent so far
+    remaining: int  # bytes of RAM still to send
+    total: int  # bytes of guest RAM
+    dirty_rate: float  # bytes/s the guest dirties (dirty-pages-rate * page size)
+    expected_downtime_ms: float
+    elapsed_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    """A completed migration, in QEMU's own figures."""
+
+    uri: str
+    total_ms: float
+    downtime_ms: float  # vCPUs stopped on both ends
+    transferred: int  # bytes
+
+
+@runtime_checkable
+class LiveMigration(Protocol):
+    """Moves a running guest to another host of the same driver, without stopping it."""
+
+    async def prepare_incoming(self, config: GuestConfig, *, listen: str) -> str:
+        """Start ``config`` as a migration destination listening on address ``listen``.
+
+        The guest's vCPUs never run before :meth:`activate`. Checks capacity as ``start``
+        does (:class:`InsufficientResources`, guest left ``failed``). Returns the URI the
+        source sends to (``tcp:IP:PORT`` for QEMU). Leaves the guest ``incoming`` (active:
+        ``stop``, ``kill`` and ``destroy`` work as usual). Idempotent for the same config
+        while incoming (same URI, also after an agent restart); :class:`GuestBusy` if the
+        guest is active otherwise.
+        """
+        ...
+
+    async def migrate_out(
+        self,
+        name: str,
+        uri: str,
+        *,
+        on_progress: Callable[[MigrationProgress], None] | None = None,
+        stall_timeout: float = 30.0,
+    ) -> MigrationResult:
+        """Send a running guest to ``uri`` (pre-copy with auto-converge).
+
+        Returns only once the source process is gone; the guest is then ``stopped``
+        here with message ``migrated to <uri>``, and calling again returns the same
+        result. Raises :class:`MigrationError` with the source still running if the
+        migration fails, or moves no bytes for ``stall_timeout`` seconds (it is
+        cancelled); also if the guest is not running. Cancelled: the migration is
+        cancelled, the source runs on. A migration already in flight or completed
+        (the agent restarted) is followed, not started again.
+        """
+        ...
+
+    async def activate(self, name: str) -> GuestInfo:
+        """Let an incoming guest whose migration completed run here: ``running``.
+
+        Idempotent for a guest already running. Raises :class:`MigrationError` (guest
+        left ``incoming``) if its incoming migration has not completed;
+        :class:`GuestNotFound`.
+        """
+        ...
+
+
+# -- backup ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRequest:
+    """One backup of a guest's root volume."""
+
+    id: str  # names the file: <backups_dir>/<guest>/<id>.qcow2
+    mode: str  # "full" | "incremental"
+    parent_path: str | None = None  # incremental: the previous backup of the chain
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    """A backup written, whole and synced."""
+
+    id: str
+    path: str
+    mode: str  # the mode done: "full" when an incremental was not possible
+    bytes: int  # size of the backup file
+    duration_ms: float
+
+
+@runtime_checkable
+class BlockBackup(Protocol):
+    """Agentless backups: the hypervisor copies a running guest's disk (no guest agent)."""
+
+    async def backup(
+        self,
+        name: str,
+        request: BackupRequest,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> BackupResult:
+        """Back up a running guest's root volume while it runs and writes.
+
+        Full: a point-in-time copy, and the start of the change tracking the next
+        incremental uses. Incremental: only what changed since the previous backup,
+        in a file backed by ``parent_path``; a full one instead (``mode`` says so)
+        when changes were not tracked (no previous backup on this volume, QEMU was
+        killed). ``on_progress(done, total)`` in bytes. The same id again returns the
+        existing backup. Raises :class:`BackupError` (no file left behind),
+        :class:`GuestNotFound`.
+        """
+        ...
+
+
+@runtime_checkable
+class ConsoleSource(Protocol):
+    """Drivers whose guests have a serial console."""
+
+    def console(self, name: str) -> str:
+        """The console text of the guest's last boot on this host (empty if none)."""
         ...

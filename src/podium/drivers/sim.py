@@ -10,6 +10,12 @@ run replays exactly whatever order the agent starts guests in.
     create ──> defined ──start──> starting ──(delay)──> running ──stop──> stopping ──> stopped
                                      │                    │
                                      └──── kill / crash ──┴──────────────────────────> stopped
+
+Live migration is a timed model (:class:`~podium.drivers.LiveMigration`): the target's
+``prepare_incoming`` holds capacity (``incoming``) and answers ``sim://<host>/<guest>``;
+the source's ``migrate_out`` takes memory / bandwidth seconds, reporting progress, then
+leaves its guest ``stopped`` ("migrated to ..."); ``activate`` makes the target run.
+Hosts may live in different processes, so the source does not reach into the target.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from podium.drivers._protocol import (
     GuestKilled,
     GuestNotFound,
     InsufficientResources,
+    MigrationError,
+    MigrationProgress,
+    MigrationResult,
 )
 from podium.model import Resources
 
@@ -49,17 +58,21 @@ class _Guest:
     message: str
     since: float
     generation: int = 0  # bumped by every kill/stop, so a start in flight knows it lost
+    migrated: MigrationResult | None = None  # the guest left this host (source side)
 
 
 class SimDriver:
     """A simulated host. See :class:`podium.drivers.Driver` for the contract.
 
     ``start_delay`` and ``stop_delay`` are ``(low, high)`` seconds, drawn uniformly per
-    operation. ``sleep`` and ``clock`` are injectable for tests. ``data_dir`` is accepted
-    (the registry passes it to every driver) and ignored: nothing here touches disk.
+    operation; a migration takes ``memory_mib / migration_mib_s`` seconds, in
+    ``MIGRATION_STEPS`` sleeps with a progress report each. ``sleep`` and ``clock`` are
+    injectable for tests. ``data_dir`` is accepted (the registry passes it to every
+    driver) and ignored: nothing here touches disk.
     """
 
     kind = "sim"
+    MIGRATION_STEPS = 4
 
     def __init__(
         self,
@@ -68,6 +81,7 @@ class SimDriver:
         capacity: Resources,
         start_delay: tuple[float, float] = (0.2, 0.5),
         stop_delay: tuple[float, float] = (0.05, 0.1),
+        migration_mib_s: float = 1024.0,
         seed: int = 0,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -77,6 +91,7 @@ class SimDriver:
         self.capacity = capacity
         self._start_delay = start_delay
         self._stop_delay = stop_delay
+        self._migration_mib_s = migration_mib_s
         self._seed = seed
         self._clock = clock
         self._sleep = sleep
@@ -142,16 +157,11 @@ class SimDriver:
             g = self._get(name)
             if g.state is S.RUNNING:
                 return self._info(g)
-            if g.state is S.STOPPING:
-                raise GuestBusy(f"guest {name!r} is stopping; start it again once stopped")
+            if g.state in (S.STOPPING, S.INCOMING):
+                raise GuestBusy(f"guest {name!r} is {g.state.value}; start it once that settles")
             if g.state is not S.STARTING:
                 self.starts += 1
-                shortfall = self._shortfall(g.config.request)
-                if shortfall:
-                    self._set(g, S.FAILED, shortfall)
-                    raise InsufficientResources(f"cannot start {name}: {shortfall}")
-                g.generation += 1
-                self._set(g, S.STARTING, "starting")
+                self._claim(g, S.STARTING, "starting")
             generation = g.generation
             delay = self._delay(self._start_delay, "start", g.config)
         try:
@@ -220,6 +230,83 @@ class SimDriver:
         with self._lock:
             g = self._guests.get(name)
             return self._info(g) if g else None
+
+    def _claim(self, g: _Guest, state: DriverGuestState, message: str) -> None:
+        """Check capacity and make ``g`` active in ``state`` (caller holds the lock)."""
+        short = self._shortfall(g.config.request)
+        if short:
+            self._set(g, S.FAILED, short)
+            raise InsufficientResources(f"cannot start {g.config.name}: {short}")
+        g.generation += 1
+        g.migrated = None
+        self._set(g, state, message)
+
+    # -- LiveMigration -------------------------------------------------------------------
+
+    async def prepare_incoming(self, config: GuestConfig, *, listen: str) -> str:
+        """See :class:`~podium.drivers.LiveMigration`; ``listen`` is ignored (nothing listens)."""
+        uri = f"sim://{self.name}/{config.name}"
+        with self._lock:
+            g = self._guests.get(config.name)
+            if g is not None and g.config == config and g.state is S.INCOMING:
+                return uri
+        await self.create(config)
+        with self._lock:
+            g = self._get(config.name)
+            if g.state.active:
+                raise GuestBusy(f"guest {g.config.name!r} is {g.state.value}; not a destination")
+            self._claim(g, S.INCOMING, f"waiting for a migration on {uri}")
+        return uri
+
+    async def migrate_out(
+        self,
+        name: str,
+        uri: str,
+        *,
+        on_progress: Callable[[MigrationProgress], None] | None = None,
+        stall_timeout: float = 30.0,
+    ) -> MigrationResult:
+        """See :class:`~podium.drivers.LiveMigration`. Only ``sim://`` URIs are reachable;
+        a kill or stop during the transfer fails it."""
+        with self._lock:
+            g = self._get(name)
+            if g.migrated is not None and g.migrated.uri == uri and not g.state.active:
+                return g.migrated
+            if g.state is not S.RUNNING:
+                raise MigrationError(f"guest {name!r} is {g.state.value}, not running")
+            if not uri.startswith("sim://"):
+                raise MigrationError(f"guest {name!r}: cannot reach {uri!r} (sim://HOST/GUEST)")
+            generation = g.generation
+            total = int(g.config.request.memory_mib) * 1024 * 1024
+        seconds = total / (self._migration_mib_s * 1024 * 1024)
+        steps = self.MIGRATION_STEPS
+        for step in range(1, steps + 1):
+            await self._sleep(seconds / steps)
+            with self._lock:
+                if g.generation != generation or g.state is not S.RUNNING:
+                    raise MigrationError(f"guest {name!r} was {g.message} while migrating")
+            if on_progress is not None:
+                sent = total * step // steps
+                elapsed = seconds * step / steps * 1000
+                status = "completed" if step == steps else "active"
+                on_progress(MigrationProgress(status, sent, total - sent, total, 0.0, 1.0, elapsed))
+        result = MigrationResult(uri, seconds * 1000, 1.0, total)
+        with self._lock:
+            g.generation += 1
+            g.migrated = result
+            self._set(g, S.STOPPED, f"migrated to {uri}")
+        return result
+
+    async def activate(self, name: str) -> GuestInfo:
+        """See :class:`~podium.drivers.LiveMigration`. The model cannot see the source, so
+        an incoming guest is taken as completed."""
+        with self._lock:
+            g = self._get(name)
+            if g.state is S.INCOMING:
+                self._set(g, S.RUNNING)
+            elif g.state is not S.RUNNING:
+                raise MigrationError(f"guest {name!r} is {g.state.value}, not incoming")
+            return self._info(g)
 
     # -- simulation controls (not part of the Driver protocol) ---------------------------
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -125,6 +126,9 @@ def _start_server(state: LabState, server_dir: Path, host_ttl: int) -> None:
         "--data-dir", str(server_dir),
         "--listen-netns", layout.fabric_listen,
         "--host-ttl", str(host_ttl),
+        # Guests share the hosts' subnet (one L2 fabric), from the part the hosts leave free.
+        "--guest-subnet", layout.subnet,
+        "--guest-pool", "-".join(layout.guest_range),
     ]  # fmt: skip
     log = server_dir / "server.log"
     state.server = spawn(argv, log, "server")
@@ -147,6 +151,22 @@ async def _mint(config: ClientConfig) -> str:
     async with AsyncPodiumClient(config) as client:
         token: str = (await client.create_token("join", ttl=600))["token"]
         return token
+
+
+def qemu_host_capacity(hosts: int) -> tuple[float, int]:
+    """What each of ``hosts`` lab hosts offers when they all share this machine.
+
+    Real guests use real memory: a 128 MiB TCG guest costs ~210 MiB of host memory, so
+    the hosts together offer half of what is available now, which keeps the machine
+    out of swap when they are full. Idle TCG guests cost little CPU: 4 vCPUs per core.
+    """
+    available_mib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available_mib = int(line.split()[1]) // 1024
+    memory = max(256, available_mib // 2 // max(1, hosts))
+    return float((os.cpu_count() or 1) * 4), memory
 
 
 def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: Say) -> None:
@@ -172,6 +192,10 @@ def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: 
         ]  # fmt: skip
         for key, value in host.labels.items():
             argv += ["--label", f"{key}={value}"]
+        argv += ["--migration-address", host.ip]
+        if state.driver == "qemu":
+            cpu, memory_mib = qemu_host_capacity(len(layout.hosts))
+            argv += ["--cpu", f"{cpu:g}", "--memory-mib", str(memory_mib)]
         env = {**os.environ, BRIDGE_ENV: host.bridge}
         state.agents[host.name] = spawn(argv, home / "agent.log", f"agent {host.name}", env)
         state.save()

@@ -6,13 +6,22 @@ Errors name the file, the document (1-based), the field, and what is expected.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from podium.model._types import AppSpec, GuestSpec, Kind, Resources, Spread
 
@@ -49,12 +58,103 @@ class RequestModel(_Strict):
         return Resources(self.cpu, self.memory_mib, self.iops, self.net_mbps)
 
 
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAC_HINT = "six lowercase hex pairs joined by ':', e.g. 52:54:00:12:34:56"
+MAX_NICS = 8
+MAX_DISK_GIB = 16384
+Workload = Literal["idle", "disk-writer"]
+
+
+def check_mac(value: str) -> str:
+    """A unicast MAC in podium's spelling (``52:54:00:0a:0b:0c``). Raises ``ValueError``."""
+    if not MAC_RE.match(value):
+        raise ValueError(f"{value!r} is not a MAC address: use {MAC_HINT}")
+    if int(value[:2], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast MAC: the first octet must be even")
+    if value == "00:00:00:00:00:00":
+        raise ValueError(f"{value!r} is not a usable MAC: use {MAC_HINT}")
+    return value
+
+
+def check_ip(value: str) -> str:
+    """``ADDR`` or ``ADDR/PREFIX`` of one interface, normalised. Raises ``ValueError``."""
+    hint = "use ADDR or ADDR/PREFIX, e.g. 10.0.0.5 or 10.0.0.5/24"
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address: {hint}") from None
+    addr = iface.ip
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        raise ValueError(f"{value!r} cannot be an interface's address: {hint}")
+    return str(iface) if "/" in value else str(addr)
+
+
+class NicModel(_Strict):
+    """One guest NIC: a fixed MAC and/or IP, or nothing (podium allocates them)."""
+
+    mac: str | None = None
+    ip: str | None = None
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        return None if value is None else check_mac(value)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        return None if value is None else check_ip(value)
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+Nics = list[NicModel]
+DiskGib = Annotated[float, Field(gt=0, le=MAX_DISK_GIB)]
+
+
+def _default_nics() -> list[NicModel]:
+    return [NicModel()]
+
+
+def _check_nics(nics: list[NicModel]) -> list[NicModel]:
+    if len(nics) > MAX_NICS:
+        raise ValueError(f"has {len(nics)} NICs; a guest has at most {MAX_NICS}")
+    for attr in ("mac", "ip"):
+        seen: set[str] = set()
+        for nic in nics:
+            value = getattr(nic, attr)
+            if value is None:
+                continue
+            addr = value.split("/")[0]
+            if addr in seen:
+                raise ValueError(f"{attr} {addr} is given to two NICs; give each NIC its own")
+            seen.add(addr)
+    return nics
+
+
 class AppSpecModel(_Strict):
     replicas: Annotated[int, Field(ge=0, le=100_000)]
     image: str = "tiny"
     request: RequestModel = RequestModel()
     spread: Spread | None = None
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
+    nics: Nics = Field(default_factory=_default_nics)
+    disk_gib: DiskGib = 1
+    workload: Workload = "idle"
+
+    @field_validator("nics")
+    @classmethod
+    def _nics(cls, nics: list[NicModel]) -> list[NicModel]:
+        for nic in nics:
+            if nic.mac is not None or nic.ip is not None:
+                raise ValueError(
+                    "replicas of an App cannot share a fixed MAC or IP: leave mac and ip out "
+                    "(podium allocates them), or declare single Guests"
+                )
+        return _check_nics(nics)
 
     def to_spec(self) -> AppSpec:
         return AppSpec(
@@ -67,6 +167,14 @@ class GuestSpecModel(_Strict):
     request: RequestModel = RequestModel()
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
     running: bool = True
+    nics: Nics = Field(default_factory=_default_nics)
+    disk_gib: DiskGib = 1
+    workload: Workload = "idle"
+
+    @field_validator("nics")
+    @classmethod
+    def _nics(cls, nics: list[NicModel]) -> list[NicModel]:
+        return _check_nics(nics)
 
     def to_spec(self) -> GuestSpec:
         return GuestSpec(

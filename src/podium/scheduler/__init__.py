@@ -25,6 +25,9 @@ Vocabulary:
 - *batch*: one ``place`` call; capacity is consumed virtually as guests are placed,
   so one pass can place thousands of guests without store round-trips between them.
 
+Live migrations (``MigrationPlanner``) run the same pipeline over every host but the
+guest's own, from the API's host and guest views.
+
 The scheduler is pure (no I/O). The placement controller (``podium.controller``)
 builds the table from the store, calls ``place``, and binds the results.
 Later work: equivalence-class caching and fully vectorised batches.
@@ -32,6 +35,7 @@ Later work: equivalence-class caching and fully vectorised batches.
 
 from podium.scheduler._check import solve_instance, verify
 from podium.scheduler._framework import FrameworkScheduler, Scheduler, default_scheduler
+from podium.scheduler._migration import MigrationPlanner
 from podium.scheduler._plugins import (
     BatchState,
     BestFitScore,
@@ -58,6 +62,7 @@ __all__ = [
     "GuestRequest",
     "HostRow",
     "HostTable",
+    "MigrationPlanner",
     "PlacementRequest",
     "PlacementResult",
     "ReadyFilter",

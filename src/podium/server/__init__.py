@@ -21,6 +21,7 @@ from podium.server._settings import (
     NetnsListen,
     ServerError,
     ServerSettings,
+    parse_guest_network,
     parse_listen,
     parse_netns_listen,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "NetnsListen",
     "ServerError",
     "ServerSettings",
+    "parse_guest_network",
     "parse_listen",
     "parse_netns_listen",
     "serve",

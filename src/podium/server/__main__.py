@@ -31,6 +31,20 @@ def _parser() -> argparse.ArgumentParser:
         help="also listen inside network namespace NETNS (repeatable), e.g. a lab's fabric",
     )
     p.add_argument("--no-controllers", action="store_true", help="serve the API only; never lead")
+    p.add_argument("--guest-subnet", metavar="CIDR", help="guests' on-link subnet (NIC IPs)")
+    p.add_argument(
+        "--guest-pool", metavar="FIRST-LAST", help="guest IPs to hand out (default: the subnet)"
+    )
+    p.add_argument("--guest-gateway", metavar="ADDR", help="the guests' default gateway")
+    p.add_argument(
+        "--max-migrations", type=int, default=2, help="live migrations in flight, cluster-wide"
+    )
+    p.add_argument(
+        "--max-migrations-per-host",
+        type=int,
+        default=1,
+        help="live migrations in flight per host (as source or target)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -52,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         sans=tuple(args.san),
         controllers=not args.no_controllers,
         extra_listen=tuple(args.listen_netns),
+        guest_subnet=args.guest_subnet,
+        guest_pool=args.guest_pool,
+        guest_gateway=args.guest_gateway,
+        max_migrations=args.max_migrations,
+        max_migrations_per_host=args.max_migrations_per_host,
     )
     try:
         asyncio.run(serve(settings))

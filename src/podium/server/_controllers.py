@@ -24,7 +24,7 @@ from podium.state import ClusterState
 from podium.store import Store
 
 if TYPE_CHECKING:
-    from podium.controller import ControllerManager, LeaderElection
+    from podium.controller import ControllerManager, LeaderElection, MigrationLimits
     from podium.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,25 @@ class LeaderLoop:
     """
 
     def __init__(
-        self, *, host_ttl: int, leader_ttl: int, identity: str, metrics: Metrics | None = None
+        self,
+        *,
+        host_ttl: int,
+        leader_ttl: int,
+        identity: str,
+        metrics: Metrics | None = None,
+        max_migrations: int = 2,
+        max_migrations_per_host: int = 1,
+        migration_prepare_timeout: float = 60.0,
     ) -> None:
         self.host_ttl = host_ttl
+        self.migration_limits = (max_migrations, max_migrations_per_host, migration_prepare_timeout)
         self.leader_ttl = leader_ttl
         self.identity = identity
         self.metrics = metrics
         self.leading = False
         self._election: type[LeaderElection] | None = None
         self._manager: type[ControllerManager] | None = None
+        self._limits: type[MigrationLimits] | None = None
         self._scheduler: Callable[[], Scheduler] | None = None
 
     def resolve(self) -> None:
@@ -59,6 +69,7 @@ class LeaderLoop:
             from podium.controller import (  # noqa: PLC0415
                 ControllerManager,
                 LeaderElection,
+                MigrationLimits,
             )
             from podium.scheduler import default_scheduler  # noqa: PLC0415
         except ImportError as err:
@@ -70,18 +81,23 @@ class LeaderLoop:
             ControllerManager,
             default_scheduler,
         )
+        self._limits = MigrationLimits
 
     async def __call__(self, state: ClusterState, store: Store) -> None:
         if self._election is None or self._manager is None or self._scheduler is None:
             self.resolve()
-        assert self._election and self._manager and self._scheduler
+        assert self._election and self._manager and self._scheduler and self._limits
+        most, per_host, prepare = self.migration_limits
+        limits = self._limits(max_migrations=most, max_per_host=per_host, prepare_timeout=prepare)
         election = self._election(store, ttl=self.leader_ttl, identity=self.identity)
         while True:
             try:
                 async with election.lead() as leadership:
                     self.leading = True
                     log.info("elected leader (%s): running the controllers", self.identity)
-                    manager = self._manager(state, self._scheduler(), host_ttl=self.host_ttl)
+                    manager = self._manager(
+                        state, self._scheduler(), host_ttl=self.host_ttl, migrations=limits
+                    )
                     if self.metrics is not None:
                         self.metrics.track_controller_stats(manager.stats)
                     await manager.run(leadership)

@@ -36,11 +36,12 @@ from podium.server._settings import (
     NetnsListen,
     ServerError,
     ServerSettings,
+    parse_guest_network,
     parse_listen,
     parse_netns_listen,
 )
 from podium.server._tls import TlsFiles, ensure_tls, wanted_names
-from podium.state import ClusterState
+from podium.state import ClusterState, GuestNetwork
 from podium.store import InvalidStoreURL, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,19 @@ def _resolve_runner(
     if run_controllers is not None:
         return run_controllers, is_leader or (lambda: False)
     identity = settings.identity or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    if settings.max_migrations < 1 or settings.max_migrations_per_host < 1:
+        raise ServerError(
+            "--max-migrations and --max-migrations-per-host must be at least 1 "
+            f"(got {settings.max_migrations} and {settings.max_migrations_per_host})"
+        )
     loop = LeaderLoop(
         host_ttl=settings.host_ttl,
         leader_ttl=settings.leader_ttl,
         identity=identity,
         metrics=metrics,
+        max_migrations=settings.max_migrations,
+        max_migrations_per_host=settings.max_migrations_per_host,
+        migration_prepare_timeout=settings.migration_prepare_timeout,
     )
     loop.resolve()
     return loop, lambda: loop.leading
@@ -138,6 +147,9 @@ async def serve(
     """
     address = parse_listen(settings.listen)
     extra = [parse_netns_listen(text) for text in settings.extra_listen]
+    guest_network = parse_guest_network(
+        settings.guest_subnet, settings.guest_pool, settings.guest_gateway
+    )
     try:
         store = open_store(settings.store_url)
     except InvalidStoreURL as err:
@@ -153,6 +165,7 @@ async def serve(
             address=address,
             extra=extra,
             settings=settings,
+            guest_network=guest_network,
             ready=ready,
             run_controllers=run_controllers,
             is_leader=is_leader,
@@ -175,6 +188,7 @@ async def _run(
     address: ListenAddress,
     extra: list[NetnsListen],
     settings: ServerSettings,
+    guest_network: GuestNetwork | None,
     ready: Callable[[str], None] | None,
     run_controllers: ControllerRunner | None,
     is_leader: Callable[[], bool] | None,
@@ -198,7 +212,7 @@ async def _run(
             tls = _tls(data_dir, wanted_names(address.host, names))
             ca_pem, cert, key = tls.ca_pem, str(tls.cert), str(tls.key)
         url = address.url("http" if settings.insecure else "https", port)
-        state = ClusterState(store)
+        state = ClusterState(store, guest_network=guest_network)
         conf_path = data_dir / "admin.conf"
         try:
             await ensure_admin_config(state, conf_path, url, ca_pem)

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podium.state import GuestNetwork
+
 
 class ServerError(Exception):
     """The server cannot start or had to stop; ``str()`` is one line saying what to do.
@@ -25,6 +27,11 @@ class ServerSettings:
     ``extra_listen`` are more sockets, each ``NETNS@HOST:PORT``: bound inside the named
     network namespace (``ip netns`` name), e.g. a lab's fabric, for agents that live
     there; their addresses join the certificate's names.
+    ``guest_subnet`` (CIDR), ``guest_pool`` (``FIRST-LAST``), ``guest_gateway``: the
+    guest network NIC addresses come from (none: guests get MACs only).
+    ``max_migrations`` (cluster-wide) and ``max_migrations_per_host`` (as source or
+    target) cap live migrations in flight; a target that is not ready within
+    ``migration_prepare_timeout`` seconds fails its migration.
     """
 
     store_url: str
@@ -40,6 +47,12 @@ class ServerSettings:
     heartbeat: float = 10.0
     shutdown_timeout: float = 5.0
     extra_listen: tuple[str, ...] = field(default_factory=tuple)
+    guest_subnet: str | None = None
+    guest_pool: str | None = None
+    guest_gateway: str | None = None
+    max_migrations: int = 2
+    max_migrations_per_host: int = 1
+    migration_prepare_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +125,48 @@ def parse_netns_listen(text: str) -> NetnsListen:
             f"bad --listen-netns {text!r}: name the address inside {netns} to listen on; {hint}"
         )
     return NetnsListen(netns, address)
+
+
+def parse_guest_network(
+    subnet: str | None, pool: str | None = None, gateway: str | None = None
+) -> GuestNetwork | None:
+    """``--guest-subnet`` / ``--guest-pool`` / ``--guest-gateway`` → the guest network.
+
+    ``None`` without a subnet. Raises :class:`ServerError` naming the flag at fault.
+    """
+    if not subnet:
+        if pool or gateway:
+            flag = "--guest-pool" if pool else "--guest-gateway"
+            raise ServerError(f"{flag} needs --guest-subnet CIDR (the guests' on-link subnet)")
+        return None
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as err:
+        raise ServerError(
+            f"bad --guest-subnet {subnet!r}: {err}; expected a CIDR network, e.g. 10.77.0.0/16"
+        ) from err
+    if gateway:
+        _check_inside("--guest-gateway", gateway, gateway, net)
+    if pool:
+        first, sep, last = pool.partition("-")
+        if not sep:
+            raise ServerError(
+                f"bad --guest-pool {pool!r}: expected FIRST-LAST, e.g. 10.77.0.10-10.77.0.250"
+            )
+        for addr in (first.strip(), last.strip()):
+            _check_inside("--guest-pool", pool, addr, net)
+    try:
+        return GuestNetwork.of(subnet, pool, gateway)
+    except ValueError as err:  # what is left: a pool whose start is after its end
+        raise ServerError(f"bad --guest-pool {pool!r}: {err}") from err
+
+
+def _check_inside(
+    flag: str, value: str, addr: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> None:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise ServerError(f"bad {flag} {value!r}: {addr!r} is not an IP address") from None
+    if ip not in net:
+        raise ServerError(f"bad {flag} {value!r}: {ip} is not inside --guest-subnet {net}")

@@ -9,6 +9,15 @@ Vocabulary: a *record* is what is stored for an object (kind, name, uid, spec); 
 """
 
 from podium.state import keys
+from podium.state._backups import (
+    create_backup,
+    fail_stale_backups,
+    get_backup,
+    list_backups,
+    report_backup,
+    restore_backup,
+    stale_reason,
+)
 from podium.state._cluster import (
     ROLES,
     ApplyResult,
@@ -25,21 +34,44 @@ from podium.state._cluster import (
     loads,
     token_id,
 )
+from podium.state._console import CONSOLE_LIMIT, get_console, put_console
+from podium.state._drain import mark_drained, start_drain, stop_for_drain
+from podium.state._ipam import GuestNetwork, assignment_spec
+from podium.state._migrations import MigrationOutcome, Migrations, MigrationState, next_epoch
 
 __all__ = [
+    "CONSOLE_LIMIT",
     "ROLES",
     "ApplyResult",
     "Assignment",
     "ClusterState",
     "Conflict",
+    "GuestNetwork",
+    "MigrationOutcome",
+    "MigrationState",
+    "Migrations",
     "NotFound",
     "StaleEpoch",
     "StateError",
+    "assignment_spec",
+    "create_backup",
     "dumps",
+    "fail_stale_backups",
+    "get_backup",
+    "get_console",
     "guest_view",
     "hash_token",
     "host_view",
     "keys",
+    "list_backups",
     "loads",
+    "mark_drained",
+    "next_epoch",
+    "put_console",
+    "report_backup",
+    "restore_backup",
+    "stale_reason",
+    "start_drain",
+    "stop_for_drain",
     "token_id",
 ]

@@ -12,8 +12,8 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from podium.model import (
     Binding,
@@ -25,8 +25,11 @@ from podium.model import (
     Manifest,
     Resources,
 )
-from podium.state import keys
+from podium.state import _ipam, _migrations, keys
 from podium.store import Compare, Delete, KeyValue, Op, Put, Store
+
+if TYPE_CHECKING:
+    from podium.state._ipam import GuestNetwork
 
 Clock = Callable[[], float]
 JSON = dict[str, Any]
@@ -83,14 +86,23 @@ class Assignment:
     uid: str
     epoch: int
     spec: JSON
+    extra: JSON = field(default_factory=dict)  # e.g. "backup", "incoming", "migrate"
+
+    def to_dict(self) -> JSON:
+        """The assignment as the wire API sends it."""
+        return {**self.extra, "guest": self.guest, "uid": self.uid, "epoch": self.epoch,
+                "spec": self.spec}  # fmt: skip
 
 
 class ClusterState:
     """Typed operations over a :class:`~podium.store.Store`."""
 
-    def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: Store, *, clock: Clock = time.time, guest_network: GuestNetwork | None = None
+    ) -> None:
         self.store = store
         self._clock = clock
+        self.guest_network = guest_network  # IPs for guest NICs (None: MACs only)
 
     # -- generic helpers ---------------------------------------------------------
 
@@ -109,6 +121,9 @@ class ClusterState:
             compares: list[Compare] = []
             ops: list[Op] = []
             actions: list[tuple[str, str, str]] = []
+            nics = _ipam.NicAllocator(
+                self.store, self.guest_network, reserve=[m.spec for m in manifests]
+            )
             for m in manifests:
                 key = keys.object_key(m.kind, m.name)
                 current, kv = await self._get_json(key)
@@ -119,6 +134,8 @@ class ClusterState:
                     )
                 if kv is None:
                     record = self._new_record(m.kind, m.name, m.spec)
+                    if m.kind is Kind.GUEST:
+                        await nics.realise(record, compares, ops)
                     compares.append(Compare(key, "version", "=", 0))
                     actions.append((m.kind.value, m.name, "created"))
                 else:
@@ -127,6 +144,8 @@ class ClusterState:
                         actions.append((m.kind.value, m.name, "unchanged"))
                         continue
                     record = {**current, "spec": m.spec}
+                    if m.kind is Kind.GUEST:
+                        await nics.reconfigure(current, record, compares, ops)
                     actions.append((m.kind.value, m.name, "configured"))
                 ops.append(Put(key, dumps(record)))
             result = await self.store.txn(compares, ops)
@@ -148,23 +167,7 @@ class ClusterState:
 
     async def create_owned_guests(self, app: str, specs: Sequence[tuple[str, JSON]]) -> int:
         """Create guests owned by ``app`` (skipping names that exist); return how many."""
-        ops: list[Op] = []
-        compares: list[Compare] = []
-        for name, spec in specs:
-            key = keys.object_key(Kind.GUEST, name)
-            compares.append(Compare(key, "version", "=", 0))
-            ops.append(Put(key, dumps(self._new_record(Kind.GUEST, name, spec, owner=app))))
-        if not ops:
-            return 0
-        result = await self.store.txn(compares, ops)
-        if result.succeeded:
-            return len(ops)
-        created = 0
-        for op in ops:  # one of them lost a race: create the others one by one
-            assert isinstance(op, Put)
-            r = await self.store.txn([Compare(op.key, "version", "=", 0)], [op])
-            created += r.succeeded
-        return created
+        return await _ipam.create_owned_guests(self, app, specs)
 
     async def get_record(self, kind: Kind, name: str) -> JSON | None:
         record, _ = await self._get_json(keys.object_key(kind, name))
@@ -200,7 +203,16 @@ class ClusterState:
     async def _guest_views(self, records: list[JSON]) -> list[JSON]:
         bindings = await self._map(keys.BINDINGS)
         reports = await self._map(keys.GUEST_STATUS)
-        return [guest_view(r, bindings.get(r["name"]), reports.get(r["name"])) for r in records]
+        migrations = await self._map(keys.MIGRATIONS)
+        return [
+            guest_view(
+                r,
+                bindings.get(r["name"]),
+                reports.get(r["name"]),
+                migration=_migrations.view_of(migrations.get(r["name"])),
+            )
+            for r in records
+        ]
 
     async def _host_views(self, records: list[JSON]) -> list[JSON]:
         statuses = await self._map(keys.HOST_STATUS)
@@ -216,6 +228,9 @@ class ClusterState:
                 if b.get("host") == name and gname in guests:
                     allocated = allocated + Resources.from_dict(guests[gname]["spec"]["request"])
                     count += 1
+                elif (b.get("migration") or {}).get("to") == name and gname in guests:
+                    # a migration's target holds the guest's resources from its start
+                    allocated = allocated + Resources.from_dict(guests[gname]["spec"]["request"])
             views.append(host_view(r, statuses.get(name), name in live, allocated, count))
         return views
 
@@ -254,8 +269,10 @@ class ClusterState:
         if kind is Kind.GUEST:
             binding, _ = await self._get_json(keys.binding_key(name))
             ops += [Delete(keys.binding_key(name)), Delete(keys.guest_status_key(name))]
+            ops += [Delete(keys.console_key(name)), *_ipam.release_ops(record)]
             if binding and binding.get("host"):
                 ops.append(Delete(keys.assign_key(binding["host"], name)))
+            ops += _migrations.Migrations.delete_ops(name, binding)
         elif kind is Kind.HOST:
             ops += [Delete(keys.host_status_key(name)), Delete(keys.host_live_key(name))]
         result = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], ops)
@@ -280,6 +297,9 @@ class ClusterState:
             "labels": dict(spec.labels),
             "cordoned": cordoned,
         }
+        for kept in ("draining", "drained"):  # an operator's drain outlives re-registration
+            if current and kept in current["spec"]:
+                spec_json[kept] = current["spec"][kept]
         record = (
             {**current, "spec": spec_json}
             if current
@@ -316,6 +336,9 @@ class ClusterState:
         if kv is None:
             raise NotFound(f"Host {name!r} not found")
         record["spec"]["cordoned"] = cordoned
+        if not cordoned:  # uncordon ends a drain
+            record["spec"].pop("draining", None)
+            record["spec"].pop("drained", None)
         result = await self.store.txn(
             [Compare(key, "mod", "=", kv.mod_revision)], [Put(key, dumps(record))]
         )
@@ -338,7 +361,9 @@ class ClusterState:
 
         Guarded by the binding's mod revision (0 for never bound) and ``extra``
         compares (e.g. leadership); returns the new binding, or ``None`` if a guard
-        failed (re-read and decide again).
+        failed (re-read and decide again). The epoch also clears any epoch a live
+        migration reserved; a migration in flight ends failed in the same transaction
+        (its target's ``incoming`` assignment goes).
         """
         data, kv = await self._get_json(keys.binding_key(guest))
         current_rev = kv.mod_revision if kv else 0
@@ -348,8 +373,11 @@ class ClusterState:
         if gkv is None:
             return None
         old_host = data.get("host") if data else None
-        epoch = (int(data["epoch"]) if data else 0) + 1
+        epoch = _migrations.next_epoch(data)  # above any epoch a migration reserved
+        migrations = _migrations.Migrations(self)
+        release = await migrations.release_for_bind(guest, data, host, epoch)
         ops: list[Op] = [Put(keys.binding_key(guest), dumps({"host": host, "epoch": epoch}))]
+        ops += release.ops
         if old_host and old_host != host:
             ops.append(Delete(keys.assign_key(old_host, guest)))
         if host:
@@ -357,15 +385,18 @@ class ClusterState:
                 "guest": guest,
                 "uid": record["uid"],
                 "epoch": epoch,
-                "spec": record["spec"],
+                "spec": _ipam.assignment_spec(record),
             }
             ops.append(Put(keys.assign_key(host, guest), dumps(assignment)))
         compares = [
             Compare(keys.binding_key(guest), "mod", "=", expected_revision),
             Compare(keys.object_key(Kind.GUEST, guest), "mod", "=", gkv.mod_revision),
+            *release.compares,
             *extra,
         ]
         result = await self.store.txn(compares, ops)
+        if result.succeeded:
+            await migrations.released(release)
         return Binding(guest, HostName(host) if host else None, epoch) if result.succeeded else None
 
     async def assignments(self, host: str) -> tuple[list[Assignment], int]:
@@ -373,7 +404,7 @@ class ClusterState:
         res = await self.store.range(keys.assign_prefix(host))
         items = [loads(kv.value) for kv in res.kvs]
         return [
-            Assignment(a["guest"], a["uid"], a["epoch"], a["spec"]) for a in items
+            Assignment(a["guest"], a["uid"], a["epoch"], a["spec"], _extra(a)) for a in items
         ], res.revision
 
     # -- guest status ------------------------------------------------------------------
@@ -512,6 +543,10 @@ def token_id(token: str) -> str:
     return hash_token(token)[:12]
 
 
+def _extra(assignment: JSON) -> JSON:
+    return {k: v for k, v in assignment.items() if k not in ("guest", "uid", "epoch", "spec")}
+
+
 def _public(record: JSON) -> JSON:
     view = {k: record[k] for k in ("kind", "name", "spec")}
     view["metadata"] = {"uid": record["uid"], "created": record["created"]}
@@ -520,8 +555,13 @@ def _public(record: JSON) -> JSON:
     return view
 
 
-def guest_view(record: JSON, binding: JSON | None, report: JSON | None) -> JSON:
-    """A guest as the API shows it: state from the report of the *current* epoch only."""
+def guest_view(
+    record: JSON, binding: JSON | None, report: JSON | None, *, migration: JSON | None = None
+) -> JSON:
+    """A guest as the API shows it: state from the report of the *current* epoch only.
+
+    ``migration`` (``{"id", "to", "state"}``) is shown while a live migration is active.
+    """
     host = binding.get("host") if binding else None
     epoch = int(binding["epoch"]) if binding else 0
     state = GuestState.PENDING.value
@@ -539,7 +579,10 @@ def guest_view(record: JSON, binding: JSON | None, report: JSON | None) -> JSON:
         "epoch": epoch,
         "message": message,
         "since": since,
+        "nics": record.get("nics", []),
     }
+    if migration is not None:
+        view["status"]["migration"] = migration
     return view
 
 
@@ -557,6 +600,7 @@ def host_view(
         "allocated": allocated.to_dict(),
         "guests": guests,
         "cordoned": bool(record["spec"].get("cordoned")),
+        "draining": bool(record["spec"].get("draining")),
         "labels": record["spec"].get("labels", {}),
         "driver": (status or {}).get("driver", ""),
         "since": (status or {}).get("since", 0.0),

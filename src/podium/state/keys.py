@@ -13,6 +13,11 @@
     /podium/events/<time-ns>-<rand>       cluster events, newest last
     /podium/tokens/<sha256(token)>        bearer tokens: role and scope
     /podium/leader                        controller leadership (attached to the leader's lease)
+    /podium/ipam/mac/<mac>                {guest, uid}: who holds a NIC's MAC (unique index)
+    /podium/ipam/ip/<addr>                {guest, uid}: who holds a NIC's IP (unique index)
+    /podium/backups/<guest>/<id>          a backup of a guest: state, path, spec at backup time
+    /podium/console/<guest>               {host, text, updated}: serial console tail (agent)
+    /podium/migrations/<guest>            the guest's latest live migration: state, hosts, epochs
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ GUEST_STATUS = ROOT + "guestatus/"
 EVENTS = ROOT + "events/"
 TOKENS = ROOT + "tokens/"
 LEADER = ROOT + "leader"
+IPAM_MAC = ROOT + "ipam/mac/"
+IPAM_IP = ROOT + "ipam/ip/"
+BACKUPS = ROOT + "backups/"
+CONSOLE = ROOT + "console/"
+MIGRATIONS = ROOT + "migrations/"
 
 
 def object_prefix(kind: Kind) -> str:
@@ -67,6 +77,30 @@ def token_key(token_hash: str) -> str:
     return TOKENS + token_hash
 
 
+def mac_key(mac: str) -> str:
+    return IPAM_MAC + mac
+
+
+def ip_key(addr: str) -> str:
+    return IPAM_IP + addr
+
+
+def backup_prefix(guest: str) -> str:
+    return f"{BACKUPS}{guest}/"
+
+
+def backup_key(guest: str, backup_id: str) -> str:
+    return f"{BACKUPS}{guest}/{backup_id}"
+
+
+def console_key(guest: str) -> str:
+    return CONSOLE + guest
+
+
+def migration_key(guest: str) -> str:
+    return MIGRATIONS + guest
+
+
 def object_of_key(key: str) -> tuple[Kind, str] | None:
     """Which API object a key belongs to (for merged watch streams), if any."""
     if key.startswith(OBJECTS):
@@ -77,6 +111,7 @@ def object_of_key(key: str) -> tuple[Kind, str] | None:
         (GUEST_STATUS, Kind.GUEST),
         (HOST_STATUS, Kind.HOST),
         (HOST_LIVE, Kind.HOST),
+        (MIGRATIONS, Kind.GUEST),  # the guest view shows status.migration
     ):
         if key.startswith(prefix):
             return kind, key[len(prefix) :]

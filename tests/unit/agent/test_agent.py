@@ -107,6 +107,26 @@ async def test_restart_adopts_running_guests_without_restarting_them(watchdog: W
     assert link.registrations == 2
 
 
+async def test_adopted_guests_survive_while_assignments_cannot_be_listed(
+    watchdog: Watchdog,
+) -> None:
+    """Regression: a reconcile pass before the first list saw no assignments at all and
+    destroyed every adopted guest (and would destroy incoming and migrated-away ones)."""
+    link, driver = FakeLink(), LoggingDriver()
+    link.assign("a")
+    async with running(make_agent(link, driver, watchdog)):
+        await eventually(lambda: driver.running() == ["a"])
+    link.list_down = True
+    driver.calls.clear()
+    async with running(make_agent(link, driver, watchdog)):
+        await asyncio.sleep(0.5)  # five resync intervals without a list
+        assert driver.running() == ["a"]
+        link.list_down = False
+        await eventually(lambda: link.list_calls == 2)
+        await asyncio.sleep(0.2)
+    assert driver.ops("a") == []
+
+
 async def test_fences_when_keepalives_fail_then_recovers(watchdog: Watchdog) -> None:
     clock = Clock()
     link, driver = FakeLink(ttl=10), LoggingDriver()

@@ -7,14 +7,19 @@ import podium.agent
 
 def test_exports() -> None:
     assert sorted(podium.agent.__all__) == [
+        "Activate",
         "Agent",
         "AgentError",
         "AgentState",
+        "CancelMigration",
         "DEFAULT_WATCHDOG",
         "Fence",
         "LeaseExpired",
         "LinkError",
+        "MigrateOut",
+        "PrepareIncoming",
         "Registration",
+        "RunBackup",
         "ServerLink",
         "StartGuest",
         "StopGuest",
@@ -29,7 +34,17 @@ def test_link_protocol_matches_the_contract() -> None:
     link = podium.agent.ServerLink
     params = {
         name: list(inspect.signature(getattr(link, name)).parameters)[1:]
-        for name in ("register", "keepalive", "assignments", "watch_assignments", "report", "close")
+        for name in (
+            "register",
+            "keepalive",
+            "assignments",
+            "watch_assignments",
+            "report",
+            "report_migration",
+            "report_backup",
+            "push_console",
+            "close",
+        )
     }
     assert params == {
         "register": ["name", "capacity", "labels", "driver", "agent_version"],
@@ -37,9 +52,14 @@ def test_link_protocol_matches_the_contract() -> None:
         "assignments": ["host"],
         "watch_assignments": ["host", "from_revision"],
         "report": ["host", "reports"],
+        "report_migration": ["host", "report"],
+        "report_backup": ["host", "report"],
+        "push_console": ["host", "guest", "text"],
         "close": [],
     }
     assert not inspect.iscoroutinefunction(link.watch_assignments)
+    for name in ("report_migration", "report_backup", "push_console"):
+        assert inspect.iscoroutinefunction(getattr(link, name))
     fields = list(podium.agent.Registration.__dataclass_fields__)
     assert fields == ["host_token", "lease", "ttl", "keepalive_interval"]
     assert podium.agent.LinkError.retryable and not podium.agent.LeaseExpired.retryable

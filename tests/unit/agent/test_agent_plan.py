@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from podium.agent import StartGuest, StopGuest, plan_local, reports
+from podium.agent import (
+    Activate,
+    CancelMigration,
+    MigrateOut,
+    PrepareIncoming,
+    RunBackup,
+    StartGuest,
+    StopGuest,
+    plan_local,
+    reports,
+)
 from podium.drivers import DriverGuestState, GuestInfo
 
 S = DriverGuestState
@@ -88,3 +98,124 @@ def test_reports_only_changes_of_guests_held_at_their_epoch() -> None:
         {"guest": "d", "epoch": 1, "state": "starting", "message": ""},
     ]
     assert reports(desired, observed, last, rejected={"b": 1, "d": 1}) == []
+
+
+# -- live migration and backup ---------------------------------------------------------
+
+
+def incoming(guest: str, epoch: int = 2, mid: str = "m1") -> dict[str, Any]:
+    return {**assignment(guest, epoch), "incoming": {"id": mid, "source": "h1"}}
+
+
+def migrate(guest: str, mid: str = "m1", **extra: Any) -> dict[str, Any]:
+    return {**assignment(guest), "migrate": {"id": mid, "to": "h2", "uri": "tcp:h2:1", **extra}}
+
+
+def test_incoming_assignment_prepares_once_and_never_starts() -> None:
+    desired = {g: incoming(g) for g in ("new", "dead", "failed", "waiting", "old")}
+    observed = {
+        "dead": info("dead", S.STOPPED, epoch=2),
+        "failed": info("failed", S.FAILED, epoch=2),
+        "waiting": info("waiting", S.INCOMING, epoch=2),
+        "old": info("old", S.STOPPED, epoch=1),
+    }
+    plan = plan_local(desired, observed)
+    for g in ("new", "dead", "failed", "waiting"):  # waiting: again after an agent restart
+        assert plan[g] == [PrepareIncoming(g, f"u-{g}", 2, "m1", "h1", desired[g]["spec"])]
+    assert plan["old"] == [
+        StopGuest("old", destroy=True, reason="epoch 1 superseded by epoch 2"),
+        PrepareIncoming("old", "u-old", 2, "m1", "h1", desired["old"]["spec"]),
+    ]
+    assert plan_local(desired, observed, handled={"m1"}) == {
+        "old": [StopGuest("old", destroy=True, reason="epoch 1 superseded by epoch 2")]
+    }  # prepared or refused already: wait, and never start the guest
+
+
+def test_incoming_guest_is_activated_once_the_assignment_is_ours_or_destroyed() -> None:
+    observed = {"g": info("g", S.INCOMING, epoch=2)}
+    assert plan_local({"g": assignment("g", epoch=2)}, observed) == {"g": [Activate("g", 2)]}
+    assert plan_local({}, observed) == {
+        "g": [StopGuest("g", destroy=True, reason="no longer assigned here")]
+    }
+    assert plan_local({"g": incoming("g")}, observed, handled={"m1"}) == {}
+
+
+def test_migrate_runs_once_on_a_running_guest_and_cancels() -> None:
+    desired = {"g": migrate("g")}
+    running = {"g": info("g", S.RUNNING)}
+    assert plan_local(desired, running) == {
+        "g": [MigrateOut("g", "u-g", 1, "m1", "h2", "tcp:h2:1")]
+    }
+    assert plan_local(desired, running, handled={"m1"}) == {}
+    cancelled = {"g": migrate("g", cancel=True)}
+    assert plan_local(cancelled, running) == {
+        "g": [CancelMigration("g", "m1", "cancelled before it began")]
+    }
+    assert plan_local(cancelled, running, handled={"m1"}) == {}
+    # a stopped guest is started first (the destination is paused: no second runner)
+    assert [type(s) for s in plan_local(desired, {"g": info("g", S.STOPPED)})["g"]] == [StartGuest]
+
+
+def test_migration_in_flight_is_cancelled_when_no_longer_asked_for() -> None:
+    running = {"g": info("g", S.RUNNING)}
+    busy: dict[str, Any] = {"busy": {"g"}, "migrating": {"g": "m1"}}
+    assert plan_local({"g": migrate("g")}, running, **busy) == {}
+    assert plan_local({"g": migrate("g", cancel=True)}, running, **busy) == {
+        "g": [CancelMigration("g", "m1", "cancelled by the control plane")]
+    }
+    for desired in ({}, {"g": assignment("g")}, {"g": migrate("g", mid="m2")}):
+        assert plan_local(desired, running, **busy) == {
+            "g": [CancelMigration("g", "m1", "the control plane no longer asks for it")]
+        }
+
+
+def test_migrated_away_guest_is_never_started_at_that_epoch() -> None:
+    desired = {"g": migrate("g")}
+    remembered = {"g": info("g", S.STOPPED, msg="stopped")}
+    assert plan_local(desired, remembered, migrated={"g": ("u-g", 1)}, handled={"m1"}) == {}
+    told = {"g": info("g", S.STOPPED, msg="migrated to tcp:h2:1")}  # after an agent restart
+    assert plan_local(desired, told) == {  # the driver gives the result again
+        "g": [MigrateOut("g", "u-g", 1, "m1", "h2", "tcp:h2:1")]
+    }
+    assert plan_local(desired, told, handled={"m1"}) == {}
+    assert plan_local({"g": migrate("g", uri="tcp:h3:9")}, told) == {}  # not that one
+    assert plan_local({"g": assignment("g")}, told) == {}
+    assert plan_local({}, told) == {
+        "g": [StopGuest("g", destroy=True, reason="no longer assigned here")]
+    }
+    newer = plan_local({"g": assignment("g", epoch=3)}, told)  # bound here again, later
+    assert [type(s) for s in newer["g"]] == [StopGuest, StartGuest]
+    # another uid or epoch in memory does not block
+    assert "g" in plan_local({"g": assignment("g")}, remembered, migrated={"g": ("u-g", 0)})
+
+
+def test_backup_runs_once_on_a_running_guest() -> None:
+    backup = {"id": "b1", "mode": "incremental", "parent_path": "/b/g/b0.qcow2"}
+    desired = {"g": {**assignment("g"), "backup": backup}}
+    running = {"g": info("g", S.RUNNING)}
+    assert plan_local(desired, running) == {
+        "g": [RunBackup("g", 1, "b1", "incremental", "/b/g/b0.qcow2")]
+    }
+    assert plan_local(desired, running, handled={"b1"}) == {}
+    assert [type(s) for s in plan_local(desired, {})["g"]] == [StartGuest]
+
+
+def test_reports_skip_incoming_and_migrated_away_and_say_migrating() -> None:
+    desired = {
+        "in": incoming("in"),
+        "act": assignment("act", epoch=2),
+        "out": migrate("out"),
+        "gone": migrate("gone"),
+        "told": assignment("told"),
+    }
+    observed = {
+        "in": info("in", S.RUNNING, epoch=2),  # whatever the driver says: not ours yet
+        "act": info("act", S.INCOMING, epoch=2),
+        "out": info("out", S.RUNNING),
+        "gone": info("gone", S.STOPPED),
+        "told": info("told", S.STOPPED, msg="migrated to tcp:h2:1"),
+    }
+    got = reports(desired, observed, {}, migrating={"out": "m1"}, migrated={"gone": ("u-gone", 1)})
+    assert got == [
+        {"guest": "out", "epoch": 1, "state": "migrating", "message": "live migration to h2"}
+    ]

@@ -92,9 +92,15 @@ async def test_assignments_list_and_watch(
     await admin.post("/api/v1/apply", json={"documents": [guest_doc("a"), guest_doc("b")]})
     await state.bind("a", "h1", expected_revision=0)
     listed = (await agent.get("/api/v1/agent/h1/assignments")).json()
-    uid = (await state.get_object(Kind.GUEST, "a"))["metadata"]["uid"]
+    view = await state.get_object(Kind.GUEST, "a")
+    uid, nics = view["metadata"]["uid"], view["status"]["nics"]
     assert listed["items"] == [
-        {"guest": "a", "uid": uid, "epoch": 1, "spec": guest_doc("a")["spec"] | _defaults()}
+        {
+            "guest": "a",
+            "uid": uid,
+            "epoch": 1,
+            "spec": guest_doc("a")["spec"] | _defaults() | {"nics": nics},  # realised NICs
+        }
     ]
     params = {"watch": 1, "from": listed["revision"] + 1}
     async with agent.stream("GET", "/api/v1/agent/h1/assignments", params=params) as response:
@@ -117,6 +123,8 @@ def _defaults() -> dict[str, Any]:
         "priority": 0,
         "running": True,
         "request": {"cpu": 1.0, "memory_mib": 128, "iops": 0, "net_mbps": 0},
+        "disk_gib": 1.0,
+        "workload": "idle",
     }
 
 

@@ -34,6 +34,7 @@ def test_server_exports() -> None:
         "NetnsListen",
         "ServerError",
         "ServerSettings",
+        "parse_guest_network",
         "parse_listen",
         "parse_netns_listen",
         "serve",

@@ -45,6 +45,9 @@ def test_scale_up_takes_the_lowest_free_indices_and_skips_foreign_names() -> Non
         "running": True,
         "app": "web",
         "spread": "host",
+        "nics": [{}],
+        "disk_gib": 1.0,
+        "workload": "idle",
     }
     assert actions[1] == Emit("App", "web", "ScaledUp", "created web-4, web-5 (4 replicas)")
 

@@ -14,11 +14,13 @@ import pytest
 from podium.drivers import DRIVERS, Driver, SimDriver
 from podium.model import Resources
 from tests.support.driver_contract import (
+    test_a_failed_migration_leaves_the_source_running_and_the_target_waiting,
     test_an_active_guest_cannot_be_redefined_or_destroyed,
     test_cancelled_start_leaves_the_guest_stopped,
     test_kill_all_works_from_another_thread,
     test_kill_during_start_wins,
     test_lifecycle_create_start_stop_destroy,
+    test_live_migration_hands_the_guest_over,
     test_operations_are_idempotent,
     test_start_unknown_guest_raises,
 )
@@ -26,21 +28,27 @@ from tests.support.driver_contract import (
 CAPACITY = Resources(cpu=4, memory_mib=4096, iops=1000, net_mbps=1000)
 ROOT = Path(__file__).resolve().parents[3]
 
-# A fast instance of each registered driver (real delays make the suite slow).
-FAST: dict[str, Callable[[], Driver]] = {
-    "sim": lambda: SimDriver(
-        name="h1", capacity=CAPACITY, start_delay=(0.01, 0.02), stop_delay=(0.0, 0.01)
+# A fast instance of each registered driver, by host name (real delays make the suite slow).
+FAST: dict[str, Callable[[str], Driver]] = {
+    "sim": lambda host: SimDriver(
+        name=host,
+        capacity=CAPACITY,
+        start_delay=(0.01, 0.02),
+        stop_delay=(0.0, 0.01),
+        migration_mib_s=64 * 1024,
     ),
 }
 # Drivers that run the same suite against real components, and where.
 TWINS: dict[str, str] = {"qemu": "tests/integration/qemu/test_qemu_contract.py"}
 
 __all__ = [  # the imported contract tests run here
+    "test_a_failed_migration_leaves_the_source_running_and_the_target_waiting",
     "test_an_active_guest_cannot_be_redefined_or_destroyed",
     "test_cancelled_start_leaves_the_guest_stopped",
     "test_kill_all_works_from_another_thread",
     "test_kill_during_start_wins",
     "test_lifecycle_create_start_stop_destroy",
+    "test_live_migration_hands_the_guest_over",
     "test_operations_are_idempotent",
     "test_start_unknown_guest_raises",
 ]
@@ -55,7 +63,13 @@ def test_every_registered_driver_has_a_contract_fixture() -> None:
 
 @pytest.fixture(params=sorted(FAST))
 def driver(request: pytest.FixtureRequest) -> Driver:
-    drv = FAST[request.param]()
+    drv = FAST[request.param]("h1")
     assert isinstance(drv, Driver)
     assert drv.kind == request.param
     return drv
+
+
+@pytest.fixture
+def peer(driver: Driver) -> Driver:
+    """A second host of the driver's kind (a migration's other end)."""
+    return FAST[driver.kind]("h2")

@@ -13,6 +13,7 @@ def test_exports() -> None:
         "GuestRequest",
         "HostRow",
         "HostTable",
+        "MigrationPlanner",
         "PlacementRequest",
         "PlacementResult",
         "ReadyFilter",

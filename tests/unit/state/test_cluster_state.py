@@ -39,7 +39,9 @@ async def test_apply_is_all_or_nothing_and_reports_actions(state: ClusterState) 
         "epoch": 0,
         "message": "waiting for placement",
         "since": 1000.0,
+        "nics": items[0]["status"]["nics"],
     }
+    assert [n["mac"][:8] for n in items[0]["status"]["nics"]] == ["52:54:00"]
 
 
 async def test_owned_guest_cannot_be_applied_or_deleted(state: ClusterState) -> None:

@@ -9,10 +9,14 @@
                                    │  -netdev tap (HostNetwork.attach) | -nic none
                                    v
     QemuDriver.start ─spawn (setsid)─> QEMU ── console.log ── "PODIUM-READY ..." ─> running
-         │  (_driver, _boot, _process)  └── qmp.sock <── Monitor (qemu.qmp QMPClient; _qmp)
+         │  (_driver, _boot, _process)  ├── qmp.sock <── Monitor (qemu.qmp QMPClient; _qmp)
+         │                              └── observe.sock <── observe_status (operators; _observe)
          ├─ stop: system_powerdown (guest acpid powers off) ─(timeout)─> quit ─> SIGKILL
          ├─ kill / kill_all: SIGKILL by PID, checked against -uuid (any thread)
          ├─ pause / resume: QMP stop / cont; STOP / RESUME / SHUTDOWN events fold into state
+         ├─ prepare_incoming / migrate_out / activate: live migration over TCP (_migration)
+         ├─ backup: blockdev-backup, full or incremental, into <backups>/<guest>/<id>.qcow2
+         │  (_backup); a spec's restore_from makes the volume from a backup (qemu-img convert)
          └─ a new QemuDriver re-adopts every QEMU its state folders name (_guest, _record)
 
 Vocabulary: the *image* is the kernel + initramfs every guest boots; a guest's *state
@@ -21,9 +25,9 @@ folder* (``<data_dir>/<host>/<guest>``) holds its record, console, QMP socket an
 The guest's init prints ``PODIUM-READY name=<name> ip=<addr|none> disks=<vda,...>``.
 
 Registry factory :func:`qemu_driver`: state in ``<data_dir>/<host>``, volumes in
-``<data_dir>/volumes``, the image from the cache ``podium image build`` fills
-(``$PODIUM_IMAGE_CACHE``, else ``/var/cache/podium/images``), and guest NICs on the Linux
-bridge named by ``$PODIUM_BRIDGE`` (unset: guests get no NIC).
+``<data_dir>/volumes``, backups in ``<data_dir>/backups``, the image from the cache
+``podium image build`` fills (``$PODIUM_IMAGE_CACHE``, else ``/var/cache/podium/images``),
+and guest NICs on the Linux bridge named by ``$PODIUM_BRIDGE`` (unset: guests get no NIC).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from podium.drivers.qemu._argv import MIN_MEMORY_MIB, derived_mac, guest_uuid
 from podium.drivers.qemu._driver import QemuDriver
 from podium.drivers.qemu._errors import ImageError, QemuError, QemuStartError, QmpError
 from podium.drivers.qemu._image import CACHE_ENV, Image, build_image, default_cache_dir
-from podium.drivers.qemu._initramfs import READY_PREFIX
+from podium.drivers.qemu._initramfs import DISK_PREFIX, READY_PREFIX
+from podium.drivers.qemu._observe import observe_status
 from podium.drivers.qemu._process import ACCEL_ENV, choose_accel, kvm_works
 from podium.model import Resources
 
@@ -65,6 +70,7 @@ def qemu_driver(*, name: str, capacity: Resources, data_dir: Path | None = None)
         capacity=capacity,
         state_dir=base / name,
         volumes_dir=base / "volumes",
+        backups_dir=base / "backups",
         image_cache=default_cache_dir(),
         network=network,
     )
@@ -75,6 +81,7 @@ __all__ = [
     "BRIDGE_ENV",
     "CACHE_ENV",
     "DEFAULT_DATA_DIR",
+    "DISK_PREFIX",
     "MIN_MEMORY_MIB",
     "READY_PREFIX",
     "Image",
@@ -89,5 +96,6 @@ __all__ = [
     "derived_mac",
     "guest_uuid",
     "kvm_works",
+    "observe_status",
     "qemu_driver",
 ]

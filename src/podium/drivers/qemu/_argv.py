@@ -9,7 +9,11 @@ Spec fields the qemu driver reads (all optional; the manifest's schema may add m
   key optional; without ``mac`` a locally administered one is derived from the uid.
   Ignored when the host has no network (the guest gets ``-nic none``). The guest numbers
   its NICs in MAC order, so ``podium.ipN`` goes to the NIC with the N-th smallest MAC;
-- ``disk_gib``: size of the root volume (default 1; qcow2, so it takes what is written).
+- ``disk_gib``: size of the root volume (default 1; qcow2, so it takes what is written);
+- ``workload``: ``idle`` (default) or ``disk-writer`` (the guest's init writes numbered
+  records to its disk in the background: see ``_initramfs.INIT_SCRIPT``);
+- ``restore_from``: ``{"backup": ID, "path": PATH}``: the root volume, when it does not
+  exist yet, is made from that backup (``qemu-img convert`` of its chain).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from podium.drivers._protocol import GuestConfig
 from podium.drivers.qemu._errors import QemuError
+from podium.drivers.qemu._initramfs import READY_PREFIX
 
 # Measured with Debian's 6.1 cloud kernel under TCG: 64 MiB hangs while unpacking the
 # kernel, 72 MiB panics out of memory during boot, 80 MiB boots; 96 leaves a margin.
@@ -35,8 +40,10 @@ DEFAULT_DISK_GIB = 1.0
 IMAGE = "tiny"  # the image name manifests use for the built-in guest
 CONSOLE = "console.log"  # the guest's serial console, in the guest's state folder
 QMP_SOCKET = "qmp.sock"  # relative to the state folder: unix socket paths are short
+OBSERVE_SOCKET = "observe.sock"  # a second QMP monitor for operators; the driver never uses it
 PIDFILE = "qemu.pid"
 ROOT_NODE = "disk0"  # block node name of the root volume (backups address it by this)
+WORKLOADS = ("idle", "disk-writer")
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAMESPACE = uuid.UUID("6f1c1c2e-7d3e-4c55-9a54-2a1f0c0de001")  # uuid5 for non-UUID uids
@@ -61,6 +68,8 @@ class Layout:
     cpus: int
     nics: tuple[Nic, ...]
     disk_gib: float
+    workload: str = "idle"
+    restore_from: Path | None = None  # a backup to build the root volume from
 
 
 def guest_uuid(uid: str) -> str:
@@ -120,6 +129,9 @@ def layout(config: GuestConfig, *, with_network: bool) -> Layout:
     disk = float(config.spec.get("disk_gib", DEFAULT_DISK_GIB))
     if not 0 < disk <= 16384:
         raise _bad(config, f"disk_gib {disk:g} is out of range (0, 16384]")
+    workload = config.spec.get("workload") or "idle"
+    if workload not in WORKLOADS:
+        raise _bad(config, f"unknown workload {workload!r}: expected one of {WORKLOADS}")
     return Layout(
         name=config.name,
         uuid=guest_uuid(config.uid),
@@ -127,7 +139,33 @@ def layout(config: GuestConfig, *, with_network: bool) -> Layout:
         cpus=max(1, math.ceil(request.cpu)),
         nics=nics,
         disk_gib=disk,
+        workload=str(workload),
+        restore_from=_restore_from(config),
     )
+
+
+def _restore_from(config: GuestConfig) -> Path | None:
+    raw = config.spec.get("restore_from")
+    if raw is None:
+        return None
+    path = raw.get("path") if isinstance(raw, Mapping) else None
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _bad(config, 'restore_from needs {"backup": ID, "path": "/absolute/path.qcow2"}')
+    return Path(path)
+
+
+def first_ip(guest: Layout) -> str:
+    """The address the guest shows in its ready line: that of its first NIC, in MAC order."""
+    for nic in sorted(guest.nics, key=lambda n: n.mac):
+        if nic.ip:
+            return nic.ip.split("/")[0]
+    return "none"
+
+
+def ready_line(guest: Layout) -> str:
+    """The ready line the guest's init prints at boot (one disk, vda), for a guest that
+    booted elsewhere: one that arrived by live migration."""
+    return f"{READY_PREFIX} name={guest.name} ip={first_ip(guest)} disks=vda"
 
 
 def kernel_cmdline(guest: Layout) -> str:
@@ -139,6 +177,8 @@ def kernel_cmdline(guest: Layout) -> str:
     gateway = next((n.gw for n in guest.nics if n.gw), None)
     if gateway:
         parts.append(f"podium.gw={gateway}")
+    if guest.workload != "idle":
+        parts.append(f"podium.workload={guest.workload}")
     return " ".join(parts)
 
 
@@ -151,11 +191,14 @@ def qemu_argv(
     initrd: Path,
     volume: Path,
     taps: Sequence[str] = (),
+    incoming: bool = False,
 ) -> list[str]:
     """QEMU's argv, to run with the guest's state folder as working directory.
 
     ``taps[i]`` carries ``guest.nics[i]``; no NICs gives ``-nic none`` (never QEMU's
-    default user-mode NIC).
+    default user-mode NIC). ``incoming``: a migration destination, which waits for
+    ``migrate-incoming`` and keeps its vCPUs stopped (``-S``) until told ``cont``.
+    The console file is opened for appending, so the driver can add notes to it.
     """
     if len(taps) != len(guest.nics):
         raise QemuError(f"guest {guest.name!r} has {len(guest.nics)} NIC(s) and {len(taps)} tap(s)")
@@ -172,8 +215,10 @@ def qemu_argv(
         "-nodefaults", "-nographic", "-no-user-config", "-no-reboot",
         "-m", str(guest.memory_mib),
         "-smp", str(guest.cpus),
-        "-serial", f"file:{CONSOLE}",
+        "-chardev", f"file,id=console,path={CONSOLE},append=on",
+        "-serial", "chardev:console",
         "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",
+        "-qmp", f"unix:{OBSERVE_SOCKET},server=on,wait=off",
         "-pidfile", PIDFILE,
         "-kernel", str(kernel),
         "-initrd", str(initrd),
@@ -181,6 +226,8 @@ def qemu_argv(
         "-blockdev", json.dumps(root, separators=(",", ":")),
         "-device", f"virtio-blk-pci,drive={ROOT_NODE},id={ROOT_NODE}-dev,serial=podium-root",
     ]  # fmt: skip
+    if incoming:
+        argv += ["-S", "-incoming", "defer"]
     if not guest.nics:
         argv += ["-nic", "none"]
     for i, (nic, tap) in enumerate(zip(guest.nics, taps, strict=True)):

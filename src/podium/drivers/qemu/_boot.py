@@ -2,10 +2,11 @@
 
 ::
 
-    prepare: image (built once) ─ accelerator (probed once) ─ volume (qemu-img) ─ taps
-             ─> argv                              (the driver then spawns under its lock)
+    prepare: image (built once) ─ accelerator (probed once) ─ volume (qemu-img: restored
+             from a backup, or empty) ─ taps ─> argv   (the driver then spawns under its lock)
     wait_ready: QMP socket appears ─> Monitor.connect ─┐
                 console.log ─> "PODIUM-READY ..." ─────┴─> ready   (QEMU gone: failed)
+    wait_monitor: the same without the ready line (a migration destination does not boot)
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from podium.drivers._protocol import MigrationError
 from podium.drivers.net import HostNetwork, NetworkError
 from podium.drivers.qemu import _process as proc
-from podium.drivers.qemu._argv import CONSOLE, PIDFILE, QMP_SOCKET, layout, qemu_argv
+from podium.drivers.qemu._argv import (
+    CONSOLE,
+    OBSERVE_SOCKET,
+    PIDFILE,
+    QMP_SOCKET,
+    layout,
+    qemu_argv,
+)
 from podium.drivers.qemu._errors import QemuStartError
 from podium.drivers.qemu._guest import Guest
 from podium.drivers.qemu._image import Image, build_image
@@ -62,17 +71,38 @@ class Launcher:
                 self._image = await asyncio.to_thread(build_image, self._image_cache)
             return self._image
 
-    async def prepare(self, g: Guest, folder: Path) -> tuple[list[str], tuple[str, ...]]:
-        """Make the image, volume and taps ready; return QEMU's argv and the taps."""
+    async def volume(self, g: Guest) -> None:
+        """Make the guest's volume if it does not exist: from its backup, else empty."""
+        guest = layout(g.config, with_network=self.network is not None)
+        if guest.restore_from is not None:
+            await asyncio.to_thread(
+                proc.restore_volume, g.volume, guest.restore_from, qemu_img=self._qemu_img
+            )
+        await asyncio.to_thread(
+            proc.create_volume, g.volume, guest.disk_gib, qemu_img=self._qemu_img
+        )
+
+    async def prepare(
+        self, g: Guest, folder: Path, *, incoming: bool = False
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """Make the image, volume and taps ready; return QEMU's argv and the taps.
+
+        ``incoming``: a migration destination, whose volume must already be there (it is
+        the source's, on shared storage); raises :class:`MigrationError` otherwise.
+        """
         image = await self.image()
         accel = self._accel
         if accel is None:
             accel = await asyncio.to_thread(proc.choose_accel, self.qemu)
         guest = layout(g.config, with_network=self.network is not None)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(
-            proc.create_volume, g.volume, guest.disk_gib, qemu_img=self._qemu_img
-        )
+        if not incoming:
+            await self.volume(g)
+        elif not await asyncio.to_thread(g.volume.is_file):
+            raise MigrationError(
+                f"{g.name}: volume {g.volume} is not here; live migration needs the "
+                "volumes on storage both hosts share"
+            )
         taps: list[str] = []
         if self.network is not None:
             for i, nic in enumerate(guest.nics):
@@ -89,8 +119,9 @@ class Launcher:
             initrd=image.initrd,
             volume=g.volume,
             taps=taps,
+            incoming=incoming,
         )
-        for stale in (CONSOLE, QMP_SOCKET, PIDFILE):
+        for stale in (CONSOLE, QMP_SOCKET, OBSERVE_SOCKET, PIDFILE):
             (folder / stale).unlink(missing_ok=True)
         return argv, tuple(taps)
 
@@ -128,3 +159,28 @@ class Launcher:
                 limit = f"{self.boot_timeout:g} s"
                 raise QemuStartError(f"{g.name}: no {READY_PREFIX} line in {limit}: {why}")
             await asyncio.sleep(0.05)
+
+    async def wait_monitor(self, g: Guest, folder: Path, generation: int) -> Monitor:
+        """Connect QMP of a QEMU that does not boot (yet): a migration destination.
+
+        Raises :class:`Killed`, :class:`QemuStartError` (QEMU exited, or no monitor within
+        ``boot_timeout``), ``QmpError``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.boot_timeout
+        while g.monitor is None:
+            if g.generation != generation:
+                raise Killed
+            if not proc.is_running(g.pid, g.uuid):
+                why = tail(folder / QEMU_LOG) or "no output"
+                raise QemuStartError(f"QEMU exited while starting {g.name}: {why}")
+            if (folder / QMP_SOCKET).exists():
+                monitor = Monitor(folder / QMP_SOCKET, name=g.name)
+                await monitor.connect(timeout=self.qmp_timeout)
+                g.monitor = monitor
+            elif loop.time() >= deadline:
+                limit = f"{self.boot_timeout:g} s"
+                raise QemuStartError(f"{g.name}: QEMU opened no QMP socket in {limit}")
+            else:
+                await asyncio.sleep(0.02)
+        return g.monitor

@@ -11,9 +11,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from podium.drivers._capacity import shortfall
 from podium.drivers._protocol import (
+    BackupError,
+    BackupRequest,
+    BackupResult,
     DriverError,
     DriverGuestState,
     GuestBusy,
@@ -22,10 +26,15 @@ from podium.drivers._protocol import (
     GuestKilled,
     GuestNotFound,
     InsufficientResources,
+    MigrationError,
+    MigrationProgress,
+    MigrationResult,
 )
 from podium.drivers.net import HostNetwork, NetworkError
+from podium.drivers.qemu import _migration
 from podium.drivers.qemu import _process as proc
-from podium.drivers.qemu._argv import CONSOLE, QMP_SOCKET, layout
+from podium.drivers.qemu._argv import CONSOLE, QMP_SOCKET, ROOT_NODE, layout, ready_line
+from podium.drivers.qemu._backup import Backup, backup_path, existing
 from podium.drivers.qemu._boot import QEMU_LOG, Killed, Launcher
 from podium.drivers.qemu._errors import QemuError, QemuStartError, QmpError
 from podium.drivers.qemu._guest import Guest, adopt
@@ -42,13 +51,16 @@ class QemuDriver:
     """Real guests on this host. See :class:`podium.drivers.Driver` for the contract.
 
     ``state_dir`` holds one folder per guest (``_record``); ``volumes_dir`` the qcow2
-    volumes (a shared directory standing for the SAN: they outlive ``destroy``).
+    volumes (a shared directory standing for the SAN: they outlive ``destroy``);
+    ``backups_dir`` the backups (default: ``backups`` beside ``volumes_dir``).
     ``image`` is built (or found in ``image_cache``) at the first start when not given.
     ``network``: guest NICs become taps on its switch; without one guests get no NIC.
     ``accel``: ``kvm`` or ``tcg``; by default probed once (see ``_process.choose_accel``).
     Creating the driver re-adopts the QEMUs its state folders name; it stops nothing.
-    Beyond the protocol: :meth:`pause`, :meth:`resume`, :meth:`qmp_status`,
-    :meth:`console`, :meth:`close` (drop QMP connections, leave guests running).
+    Implements :class:`~podium.drivers.LiveMigration`, :class:`~podium.drivers.BlockBackup`
+    and :class:`~podium.drivers.ConsoleSource`. Beyond the protocols: :meth:`pause`,
+    :meth:`resume`, :meth:`qmp_status`, :meth:`ready_line`, :meth:`close` (drop QMP
+    connections, leave guests running).
     """
 
     kind = "qemu"
@@ -60,6 +72,7 @@ class QemuDriver:
         capacity: Resources,
         state_dir: Path,
         volumes_dir: Path,
+        backups_dir: Path | None = None,
         image: Image | None = None,
         image_cache: Path | None = None,
         network: HostNetwork | None = None,
@@ -74,7 +87,9 @@ class QemuDriver:
         self.capacity = capacity
         self.state_dir = state_dir
         self.volumes_dir = volumes_dir
+        self.backups_dir = backups_dir or volumes_dir.parent / "backups"
         self.network = network
+        self._qemu_img = qemu_img
         self._launcher = Launcher(
             image=image,
             image_cache=image_cache,
@@ -114,6 +129,11 @@ class QemuDriver:
 
     async def create(self, config: GuestConfig) -> GuestInfo:
         guest = layout(config, with_network=self.network is not None)  # validates the spec
+        if guest.restore_from is not None:  # a restored guest's volume is made here, once
+            volume = self._volume_for(config)
+            await asyncio.to_thread(
+                proc.restore_volume, volume, guest.restore_from, qemu_img=self._qemu_img
+            )
         with self._lock:
             g = self._guests.get(config.name)
             if g is not None and g.config == config:
@@ -136,47 +156,71 @@ class QemuDriver:
             g = self._get(name)
             if g.state is S.RUNNING:
                 return g.info()
-            if g.state in (S.STARTING, S.STOPPING):
+            if g.state in (S.STARTING, S.STOPPING, S.INCOMING):
                 raise GuestBusy(f"guest {name!r} is {g.state.value}; try again once it settles")
-            used = (o.config.request for o in self._guests.values() if o.state.active)
-            short = shortfall(self.name, self.capacity, used, g.config.request)
-            if short:
-                self._set(g, S.FAILED, short)
-                raise InsufficientResources(f"cannot start {name}: {short}")
-            g.generation += 1
-            generation = g.generation
-            self._set(g, S.STARTING, "starting")
+            generation = self._claim(g, S.STARTING, "starting")
         try:
             await g.reap_previous()
             folder = self._folder(name)
             argv, taps = await self._launcher.prepare(g, folder)
             self._spawn(g, generation, argv, taps)
             await self._launcher.wait_ready(g, folder, generation)
-        except asyncio.CancelledError:
-            await self._abandon(g, generation, S.STOPPED, "start cancelled")
-            raise
-        except Exception as err:
-            if g.generation != generation:  # killed (or stopped) while starting
-                await g.close_monitor()
-                why = f"guest {name!r} was stopped while starting ({g.message})"
-                raise GuestKilled(why) from err
-            message = str(err) if isinstance(err, DriverError) else f"start failed: {err!r}"
-            await self._abandon(g, generation, S.FAILED, message)
-            if isinstance(err, DriverError):
-                raise
-            raise QemuStartError(message) from err
+        except BaseException as err:
+            await self._start_failed(g, generation, err, QemuStartError)
         with self._lock:
             if not g.owned_by(generation):
                 raise GuestKilled(f"guest {name!r} was stopped while starting ({g.message})")
             self._set(g, S.RUNNING)
             return g.info()
 
-    def _spawn(self, g: Guest, generation: int, argv: list[str], taps: tuple[str, ...]) -> None:
+    def _claim(self, g: Guest, state: S, message: str) -> int:
+        """Under the lock: check capacity and move ``g`` to an active ``state``; the
+        generation the operation owns. Raises :class:`InsufficientResources`."""
+        used = (o.config.request for o in self._guests.values() if o.state.active)
+        short = shortfall(self.name, self.capacity, used, g.config.request)
+        if short:
+            self._set(g, S.FAILED, short)
+            raise InsufficientResources(f"cannot start {g.name}: {short}")
+        g.generation += 1
+        self._set(g, state, message)
+        return g.generation
+
+    async def _start_failed(
+        self, g: Guest, generation: int, err: BaseException, wrap: type[DriverError]
+    ) -> NoReturn:
+        """A start (or incoming start) that will not finish: kill what it spawned, leave
+        the guest stopped (cancelled, killed) or failed, and raise what to report."""
+        if not isinstance(err, Exception):  # cancelled (or the process is exiting)
+            await self._abandon(g, generation, S.STOPPED, "start cancelled")
+            raise err
+        if g.generation != generation:  # killed (or stopped) while starting
+            await g.close_monitor()
+            why = f"guest {g.name!r} was stopped while starting ({g.message})"
+            raise GuestKilled(why) from err
+        message = str(err) if isinstance(err, DriverError) else f"start failed: {err!r}"
+        await self._abandon(g, generation, S.FAILED, message)
+        if isinstance(err, DriverError):
+            raise err
+        raise wrap(message) from err
+
+    def _spawn(
+        self,
+        g: Guest,
+        generation: int,
+        argv: list[str],
+        taps: tuple[str, ...],
+        *,
+        incoming: bool = False,
+    ) -> None:
         """Start QEMU under the lock: a kill either sees its PID or makes us give up."""
         folder = self._folder(g.name)
         with self._lock:
             if g.generation != generation:
                 raise Killed
+            # Saved before QEMU exists: an agent that dies in between must not adopt a
+            # migration destination (found by its pidfile) as a running guest.
+            g.incoming, g.migrated = ("" if incoming else None), None
+            self._save(g)
             g.pid = proc.spawn(argv, cwd=folder, log=folder / QEMU_LOG)
             g.started, g.taps, g.ready = True, taps, ""
             g.paused = g.guest_shutdown = False
@@ -201,6 +245,8 @@ class QemuDriver:
                 return None
             if not g.state.active:
                 return g.info()
+            # A migration destination has no running guest to power off: quit at once.
+            booted = g.state is not S.INCOMING
             g.generation += 1
             generation = g.generation
             self._set(g, S.STOPPING, "stopping")
@@ -208,14 +254,17 @@ class QemuDriver:
         try:
             if g.monitor is None and not g.connecting:  # adopted, not connected yet
                 await self._reconnect(g, force=True)
-            if not await g.power_off(timeout):
-                how = f"stopped (no power-off within {timeout:g} s: quit)"
+            if not booted or not await g.power_off(timeout):
+                if booted:
+                    how = f"stopped (no power-off within {timeout:g} s: quit)"
                 monitor = g.monitor
                 if monitor is not None and monitor.state is MonitorState.CONNECTED:
                     with contextlib.suppress(QmpError):
                         await monitor.execute("quit", timeout=2.0)
                 if not await g.wait_gone(2.0):
-                    how = f"stopped (no power-off within {timeout:g} s: killed)"
+                    how = "stopped (QEMU did not quit: killed)"
+                    if booted:
+                        how = f"stopped (no power-off within {timeout:g} s: killed)"
                     proc.sigkill(g.pid, g.uuid)
                     await g.wait_gone(5.0)
         except BaseException:
@@ -280,6 +329,187 @@ class QemuDriver:
             g = self._guests.get(name)
             return g.info() if g else None
 
+    # -- LiveMigration -------------------------------------------------------------------
+
+    async def prepare_incoming(self, config: GuestConfig, *, listen: str) -> str:
+        """See :class:`~podium.drivers.LiveMigration`: QEMU ``-incoming defer -S``, taps as
+        for a start, then ``migrate-incoming tcp:<listen>:0``; returns ``tcp:IP:PORT``."""
+        _migration.listen_uri(listen)  # a bad address fails before anything starts
+        await self._refresh()
+        with self._lock:
+            g = self._guests.get(config.name)
+            if g is not None and g.config == config and g.state is S.INCOMING and g.incoming:
+                return g.incoming
+            if g is not None and g.state is S.INCOMING and g.config == config:
+                g.generation += 1  # adopted before it listened: start it over
+                self._set(g, S.STOPPED, "restarted: it was not listening yet")
+                proc.sigkill(g.pid, g.uuid)
+        await self.create(config)  # GuestBusy if it is active at another epoch
+        with self._lock:
+            g = self._get(config.name)
+            if g.state.active:
+                raise GuestBusy(f"guest {g.name!r} is {g.state.value}; it cannot be a destination")
+            generation = self._claim(g, S.INCOMING, "preparing for a migration")
+        folder = self._folder(g.name)
+        try:
+            await g.reap_previous()
+            argv, taps = await self._launcher.prepare(g, folder, incoming=True)
+            self._spawn(g, generation, argv, taps, incoming=True)
+            monitor = await self._launcher.wait_monitor(g, folder, generation)
+            uri = await _migration.listen(monitor, listen)
+        except BaseException as err:
+            await self._start_failed(g, generation, err, MigrationError)
+        with self._lock:
+            if g.generation != generation or g.state is not S.INCOMING:
+                raise GuestKilled(f"guest {g.name!r} was stopped while preparing ({g.message})")
+            g.incoming = uri
+            self._set(g, S.INCOMING, f"waiting for a migration on {uri}")
+            self._save(g)
+        log.info("%s: %s waits for its migration on %s", self.name, g.name, uri)
+        return uri
+
+    async def migrate_out(
+        self,
+        name: str,
+        uri: str,
+        *,
+        on_progress: Callable[[MigrationProgress], None] | None = None,
+        stall_timeout: float = 30.0,
+    ) -> MigrationResult:
+        """See :class:`~podium.drivers.LiveMigration`. Once QEMU says ``completed``, the
+        source QEMU (stopped, ``postmigrate``) is told to quit, and killed if it lingers."""
+        await self._refresh()
+        with self._lock:
+            g = self._get(name)
+            if g.migrated is not None and g.migrated.uri == uri and not g.state.active:
+                return g.migrated  # done before (the agent asks again after a restart)
+            if g.state is not S.RUNNING:
+                raise MigrationError(f"guest {name!r} is {g.state.value}, not running")
+        monitor = g.monitor
+        if monitor is None:
+            raise MigrationError(f"guest {name!r}: its QMP monitor is not connected (retrying)")
+        try:
+            result = await _migration.migrate(
+                monitor, uri, on_progress=on_progress, stall_timeout=stall_timeout
+            )
+        except QmpError as err:
+            raise MigrationError(f"guest {name!r}: migration to {uri}: {err}") from err
+        handover = asyncio.ensure_future(self._hand_over(g, monitor, result))
+        try:
+            await asyncio.shield(handover)
+        except asyncio.CancelledError:
+            # The destination holds the guest now: a cancel cannot undo that, and a
+            # caller told "cancelled" would give the guest up. Finish the handover.
+            await handover
+            _migration.uncancel()
+        log.info("%s: %s migrated to %s (%s)", self.name, name, uri, result)
+        return result
+
+    async def _hand_over(self, g: Guest, monitor: Monitor, result: MigrationResult) -> None:
+        """The migration completed: the source QEMU (``postmigrate``) quits, or is killed."""
+        uri = result.uri
+        with self._lock:  # the guest belongs to the destination from here on
+            g.generation += 1
+            g.migrated = result
+            self._set(g, S.STOPPING, f"migrated to {uri}; source QEMU exiting")
+            self._save(g)
+        try:
+            with contextlib.suppress(QmpError):
+                await monitor.execute("quit", timeout=2.0)
+            if not await g.wait_gone(5.0):
+                proc.sigkill(g.pid, g.uuid)
+                if not await g.wait_gone(5.0):
+                    raise QemuError(f"guest {g.name!r}: source QEMU (pid {g.pid}) does not exit")
+        finally:
+            await g.close_monitor()
+        with self._lock:
+            self._set(g, S.STOPPED, f"migrated to {uri}")
+            g.started = False
+            self._save(g)
+
+    async def activate(self, name: str) -> GuestInfo:
+        """See :class:`~podium.drivers.LiveMigration`: ``cont``, then ``announce-self``."""
+        await self._refresh()
+        with self._lock:
+            g = self._get(name)
+            if g.state is S.RUNNING:
+                return g.info()
+            if g.state is not S.INCOMING:
+                raise MigrationError(f"guest {name!r} is {g.state.value}, not incoming")
+            if not g.incoming:
+                raise MigrationError(f"guest {name!r} is still being prepared as a destination")
+            generation = g.generation
+        if g.monitor is None and not g.connecting:
+            await self._reconnect(g, force=True)
+        monitor = g.monitor
+        if monitor is None:
+            raise MigrationError(f"guest {name!r}: its QMP monitor is not connected (retrying)")
+        try:
+            done, why = await _migration.incoming_done(monitor)
+            if not done:
+                raise MigrationError(f"guest {name!r}: its migration has not completed ({why})")
+            await monitor.execute("cont")
+        except QmpError as err:
+            raise MigrationError(f"guest {name!r}: activating: {err}") from err
+        try:  # RARPs from its NICs, so switches learn where its MACs are now
+            await monitor.execute("announce-self", _migration.ANNOUNCE)
+        except QmpError as err:
+            log.warning("%s: %s: announce-self: %s", self.name, name, err)
+        with self._lock:
+            if g.generation != generation or g.state is not S.INCOMING:
+                raise GuestKilled(f"guest {name!r} was stopped while activating ({g.message})")
+            self._activated(g)
+            return g.info()
+
+    def _activated(self, g: Guest) -> None:
+        """An incoming guest runs here now. Its console here starts after its boot, so the
+        ready line it printed elsewhere is noted in it (as the guest's init writes it)."""
+        g.ready = ready_line(layout(g.config, with_network=self.network is not None))
+        note = f"podium: {g.name} runs here after a live migration; it booted with: {g.ready}\n"
+        try:
+            with (self._folder(g.name) / CONSOLE).open("a") as console:  # QEMU appends too
+                console.write(note)
+        except OSError as err:
+            log.warning("%s: %s: console note: %s", self.name, g.name, err)
+        g.incoming, g.paused = None, False
+        self._set(g, S.RUNNING)
+        self._save(g)
+
+    # -- BlockBackup ---------------------------------------------------------------------
+
+    async def backup(
+        self,
+        name: str,
+        request: BackupRequest,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> BackupResult:
+        """See :class:`~podium.drivers.BlockBackup`: ``blockdev-backup`` of the root node
+        into ``<backups_dir>/<guest>/<id>.qcow2`` (see ``_backup``)."""
+        path = backup_path(self.backups_dir, name, request.id)
+        done = await asyncio.to_thread(existing, path, request.id, self._qemu_img)
+        if done is not None:  # asked again (an agent restarted): whatever the guest does now
+            return done
+        await self._refresh()
+        with self._lock:
+            g = self._get(name)
+            if g.state is not S.RUNNING:
+                raise BackupError(f"guest {name!r} is {g.state.value}, not running")
+        monitor = g.monitor
+        if monitor is None:
+            raise BackupError(f"guest {name!r}: its QMP monitor is not connected (retrying)")
+        job = Backup(
+            monitor,
+            node=ROOT_NODE,
+            path=path,
+            request=request,
+            qemu_img=self._qemu_img,
+            on_progress=on_progress,
+        )
+        result = await job.run()
+        log.info("%s: backed up %s: %s", self.name, name, result)
+        return result
+
     # -- observation ---------------------------------------------------------------------
 
     async def _refresh(self) -> None:
@@ -299,20 +529,24 @@ class QemuDriver:
                 lost = monitor.state is not MonitorState.CONNECTED
                 if (not g.state.active or lost) and g.state is not S.STARTING:
                     await g.close_monitor()
-            if g.state is S.RUNNING and not proc.is_running(g.pid, g.uuid):
+            # (an incoming guest whose URI is not known yet is still being prepared)
+            settled = g.state is S.RUNNING or (g.state is S.INCOMING and bool(g.incoming))
+            if settled and not proc.is_running(g.pid, g.uuid):
                 self._exited(g)
-            elif g.state is S.RUNNING and g.monitor is None and not g.connecting:
+            elif settled and g.monitor is None and not g.connecting:
                 await self._reconnect(g)
 
     def _exited(self, g: Guest) -> None:
         with self._lock:
-            if g.state is not S.RUNNING or proc.is_running(g.pid, g.uuid):
+            if g.state not in (S.RUNNING, S.INCOMING) or proc.is_running(g.pid, g.uuid):
                 return
             g.generation += 1
-            if g.guest_shutdown:
+            why = tail(self._folder(g.name) / QEMU_LOG, 2) or "no message"
+            if g.state is S.INCOMING:  # the source gave up, or sent a state it could not load
+                self._set(g, S.FAILED, f"QEMU exited while waiting for a migration: {why}")
+            elif g.guest_shutdown:
                 self._set(g, S.STOPPED, "the guest powered itself off")
             else:
-                why = tail(self._folder(g.name) / QEMU_LOG, 2) or "no message"
                 self._set(g, S.FAILED, f"QEMU exited unexpectedly: {why}")
             g.started = False
             self._save(g)
@@ -339,7 +573,9 @@ class QemuDriver:
         finally:
             g.connecting = False
         g.monitor, g.paused = monitor, status == "paused"
-        if g.state is S.RUNNING:
+        if g.state is S.INCOMING and status == "running":  # activated before an agent restart
+            self._activated(g)
+        elif g.state is S.RUNNING:
             self._set(g, S.RUNNING, "paused" if g.paused else "")
 
     # -- beyond the protocol: pause, resume, QMP, console --------------------------------

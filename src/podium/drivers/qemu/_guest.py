@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from podium.drivers._protocol import DriverGuestState, GuestConfig, GuestInfo
+from podium.drivers._protocol import DriverGuestState, GuestConfig, GuestInfo, MigrationResult
 from podium.drivers.qemu import _process as proc
 from podium.drivers.qemu._argv import CONSOLE, PIDFILE, QMP_SOCKET
 from podium.drivers.qemu._errors import QemuStartError, QmpError
@@ -46,6 +46,8 @@ class Guest:
     paused: bool = False
     guest_shutdown: bool = False  # QMP said the guest powered itself off
     ready: str = ""  # the ready line of the current boot
+    incoming: str | None = None  # a migration destination: its URI ("" until known)
+    migrated: MigrationResult | None = None  # the guest left this host (source side)
 
     @property
     def name(self) -> str:
@@ -65,7 +67,7 @@ class Guest:
     def record(self, folder: Path) -> Record:
         return Record(
             self.config, self.uuid, self.volume, self.pid, self.started, self.taps,
-            folder / QMP_SOCKET,
+            folder / QMP_SOCKET, self.incoming, self.migrated,
         )  # fmt: skip
 
     async def close_monitor(self) -> None:
@@ -109,7 +111,8 @@ class Guest:
 
 
 def adopt(state_dir: Path, now: Callable[[], float]) -> dict[str, Guest]:
-    """Every guest the state folders record; running if its QEMU (PID + uuid) still runs."""
+    """Every guest the state folders record; running (or incoming) if its QEMU (PID +
+    uuid) still runs."""
     guests: dict[str, Guest] = {}
     for folder in sorted(p for p in state_dir.iterdir() if p.is_dir()):
         rec = load_record(folder)
@@ -117,8 +120,17 @@ def adopt(state_dir: Path, now: Callable[[], float]) -> dict[str, Guest]:
             continue
         pid = rec.pid or proc.read_pidfile(folder / PIDFILE)
         g = Guest(rec.config, rec.uuid, rec.volume, S.DEFINED, "", now(), pid=pid)
-        g.started, g.taps = rec.started, rec.taps
-        if proc.is_running(pid, rec.uuid):
+        g.started, g.taps, g.migrated = rec.started, rec.taps, rec.migrated
+        alive = proc.is_running(pid, rec.uuid)
+        if rec.migrated is not None:
+            if alive:  # a source QEMU left stopped after its migration completed: a `cont`
+                proc.sigkill(pid, rec.uuid)  # would run the guest twice; it has no use
+            g.set(S.STOPPED, f"migrated to {rec.migrated.uri}", now())
+            g.started = False
+        elif alive and rec.incoming is not None:
+            g.incoming = rec.incoming
+            g.set(S.INCOMING, f"adopted (pid {pid}): waiting for a migration", now())
+        elif alive:
             g.set(S.RUNNING, f"adopted (pid {pid})", now())
             g.started = True
             with contextlib.suppress(OSError):

@@ -17,6 +17,11 @@ from pathlib import Path
 from podium.drivers.qemu._errors import ImageError
 
 READY_PREFIX = "PODIUM-READY"
+DISK_PREFIX = "PODIUM-DISK"
+# The disk-writer workload: one "podium-seq N" record per 512-byte sector, sector N mod
+# DISK_SLOTS of vda (the first 2 MiB), one record every DISK_WRITE_INTERVAL_US.
+DISK_SLOTS = 4096
+DISK_WRITE_INTERVAL_US = 50_000
 
 # Roots: virtio over PCI, its net/blk/scsi drivers, and what ACPI power-off needs. Their
 # dependencies are added from each module's ``depends=`` field and loaded first.
@@ -30,10 +35,36 @@ MODULE_ROOTS: tuple[str, ...] = (
     "button",
 )
 
+# The part of init that reads and writes disk records (separate so tests can run it with
+# busybox on a file).
+DISK_SCRIPT = r"""# Disk records: "podium-seq N" in sector N mod SLOTS of vda; the highest N
+# found is the last record that reached the disk (what backups and migrations keep).
+VDA=/dev/vda
+SLOTS=@SLOTS@
+LAST=none
+if [ -b "$VDA" ]; then
+    LAST=$(dd if="$VDA" bs=64k count=$((SLOTS / 128)) 2>/dev/null | tr -s '\000' '\n' |
+        awk '$1 == "podium-seq" && $2 + 0 > m { m = $2 + 0 } END { print (m ? m : "none") }')
+fi
+echo "PODIUM-DISK last=$LAST"
+if [ "$WORKLOAD" = disk-writer ] && [ -b "$VDA" ]; then
+    n=1
+    [ "$LAST" = none ] || n=$((LAST + 1))
+    # Bounded rate; each record is fsync'd, so an acknowledged N is on the volume.
+    while true; do
+        printf 'podium-seq %d\n' "$n" |
+            dd of="$VDA" bs=512 seek=$((n % SLOTS)) count=1 conv=notrunc,sync,fsync 2>/dev/null
+        n=$((n + 1))
+        usleep @INTERVAL@
+    done &
+fi
+""".replace("@SLOTS@", str(DISK_SLOTS)).replace("@INTERVAL@", str(DISK_WRITE_INTERVAL_US))
+
 INIT_SCRIPT = r"""#!/bin/sh
 # podium tiny guest: PID 1. Kernel command line parameters:
 #   podium.name=NAME  podium.ip=ADDR/PREFIX (NIC 0)  podium.ipN=ADDR/PREFIX (NIC N)
 #   podium.gw=ADDR    NICs are numbered in the order of their MAC addresses.
+#   podium.workload=disk-writer   write numbered records to /dev/vda in the background
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin /var/log
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -45,10 +76,12 @@ while read -r mod; do
 done < /etc/podium/modules
 NAME=guest
 GW=
+WORKLOAD=idle
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         podium.name=*) NAME="${arg#podium.name=}" ;;
         podium.gw=*) GW="${arg#podium.gw=}" ;;
+        podium.workload=*) WORKLOAD="${arg#podium.workload=}" ;;
         podium.ip=*) IP_0="${arg#podium.ip=}" ;;
         podium.ip[0-9]=*|podium.ip[0-9][0-9]=*)
             n="${arg%%=*}"; n="${n#podium.ip}"; eval "IP_$n=\"\${arg#*=}\"" ;;
@@ -74,7 +107,7 @@ done
 [ -n "$GW" ] && ip route add default via "$GW"
 DISKS=$(ls /sys/block | grep -E '^(vd|sd)' | tr '\n' ',')
 DISKS="${DISKS%,}"
-acpid -f -c /etc/acpi -l /var/log/acpid.log &
+@DISK@acpid -f -c /etc/acpi -l /var/log/acpid.log &
 # Ready only once acpid listens: a power button pressed earlier would be lost.
 n=0
 while [ "$n" -lt 200 ] && ! ls -l "/proc/$!/fd" 2>/dev/null | grep -q /dev/input/event; do
@@ -83,7 +116,7 @@ while [ "$n" -lt 200 ] && ! ls -l "/proc/$!/fd" 2>/dev/null | grep -q /dev/input
 done
 echo "PODIUM-READY name=$NAME ip=$FIRST disks=${DISKS:-none}"
 while true; do sleep 3600; done
-"""
+""".replace("@DISK@", DISK_SCRIPT)
 
 # busybox acpid runs /etc/acpi/PWRF/00000080 on the power button (QMP system_powerdown).
 POWEROFF_SCRIPT = """#!/bin/sh
@@ -99,6 +132,23 @@ def find_ready_line(console: str) -> str:
         if READY_PREFIX in line:
             found = line[line.index(READY_PREFIX) :].strip()
     return found
+
+
+def last_disk_record(console: str) -> int | None:
+    """N of the last ``PODIUM-DISK last=N`` line in console text; ``None`` if none or
+    ``last=none`` (the guest found no record on its disk)."""
+    found: int | None = None
+    for line in console.splitlines():
+        if DISK_PREFIX in line:
+            value = line[line.index(DISK_PREFIX) :].partition("last=")[2].strip()
+            found = int(value) if value.isdigit() else None
+    return found
+
+
+def disk_records(data: bytes) -> int | None:
+    """The highest ``podium-seq N`` record in raw disk bytes (what the guest's init finds)."""
+    numbers = [int(m) for m in re.findall(rb"(?:^|\x00|\n)podium-seq (\d+)\n", data)]
+    return max(numbers, default=None)
 
 
 def parse_ready(line: str) -> dict[str, str]:

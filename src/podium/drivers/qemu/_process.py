@@ -151,6 +151,27 @@ def create_volume(path: Path, size_gib: float, *, qemu_img: str = QEMU_IMG) -> b
     return True
 
 
+def restore_volume(path: Path, backup: Path, *, qemu_img: str = QEMU_IMG) -> bool:
+    """Make volume ``path`` from ``backup`` (a qcow2, maybe backed by earlier backups: the
+    chain is flattened) unless the volume exists; return whether it was made."""
+    if path.exists():
+        return False
+    if not backup.is_file():
+        raise QemuError(f"cannot restore {path.name}: backup {backup} does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    argv = [qemu_img, "convert", "-q", "-O", "qcow2", str(backup), str(partial)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
+    except FileNotFoundError as err:
+        raise QemuError(f"{qemu_img} is not installed: apt-get install qemu-utils") from err
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise QemuError(f"restoring {path.name} from {backup} failed: {done.stderr.strip()}")
+    partial.rename(path)
+    return True
+
+
 # A boot sector that writes 1 to the isa-debug-exit port: QEMU exits with status 3
 # once a vCPU really ran guest code (hangs are how broken KVM shows here).
 _PROBE_SECTOR = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFE]).ljust(510, b"\0") + b"\x55\xaa"

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from qemu.qmp import EventListener, ExecInterruptedError, QMPClient, QMPError, Runstate
 
@@ -66,6 +66,18 @@ def _open_unix(path: Path) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class Commands(Protocol):
+    """The part of :class:`Monitor` that migrations and backups use (tests pass fakes)."""
+
+    name: str
+
+    async def execute(
+        self, command: str, arguments: Mapping[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> Any: ...
+
+    async def query_status(self) -> str: ...
 
 
 class Monitor:

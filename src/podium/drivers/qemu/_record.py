@@ -2,10 +2,12 @@
 
 ::
 
-    <state_dir>/<guest>/guest.json    config (name, uid, epoch, spec), uuid, pid, taps, volume
+    <state_dir>/<guest>/guest.json    config (name, uid, epoch, spec), uuid, pid, taps, volume,
+                                      incoming URI / migration result
                         console.log   serial console of the current boot
                         qemu.log      QEMU's own stdout/stderr (appended)
                         qmp.sock      QMP monitor (QEMU listens; the driver connects)
+                        observe.sock  second QMP monitor, for operators and checkers
                         qemu.pid      written by QEMU (-pidfile)
 
 A new driver instance reads every ``guest.json`` and checks its PID (and ``-uuid``) to
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podium.drivers._protocol import GuestConfig
+from podium.drivers._protocol import GuestConfig, MigrationResult
 
 RECORD = "guest.json"
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc|[\x00-\x08\x0b-\x1f\x7f]")
@@ -37,6 +39,8 @@ class Record:
     started: bool = False  # started and not stopped since: a gone PID means it died
     taps: tuple[str, ...] = ()
     qmp: Path | None = None  # the monitor socket, for operators (the driver knows where)
+    incoming: str | None = None  # a migration destination: the URI it listens on ("" until known)
+    migrated: MigrationResult | None = None  # this QEMU's guest moved away (source side)
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -48,6 +52,8 @@ class Record:
             "started": self.started,
             "taps": list(self.taps),
             "qmp": str(self.qmp) if self.qmp else None,
+            "incoming": self.incoming,
+            "migrated": _result_json(self.migrated),
         }
 
     @classmethod
@@ -61,7 +67,31 @@ class Record:
             started=bool(data.get("started", False)),
             taps=tuple(str(t) for t in data.get("taps", [])),
             qmp=Path(data["qmp"]) if data.get("qmp") else None,
+            incoming=str(data["incoming"]) if data.get("incoming") is not None else None,
+            migrated=_result(data.get("migrated")),
         )
+
+
+def _result_json(result: MigrationResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "uri": result.uri,
+        "total_ms": result.total_ms,
+        "downtime_ms": result.downtime_ms,
+        "transferred": result.transferred,
+    }
+
+
+def _result(data: Any) -> MigrationResult | None:
+    if not isinstance(data, dict):
+        return None
+    return MigrationResult(
+        str(data["uri"]),
+        float(data["total_ms"]),
+        float(data["downtime_ms"]),
+        int(data["transferred"]),
+    )
 
 
 def save_record(folder: Path, record: Record) -> None:

@@ -23,7 +23,7 @@ def test_a_dead_child_is_not_running_while_another_thread_waits_on_it() -> None:
         proc._children[popen.pid] = (popen, argv)
     try:
         assert proc.is_running(popen.pid, UUID)
-        with popen._waitpid_lock:  # what a thread blocked in popen.wait() holds
+        with popen._waitpid_lock:  # type: ignore[attr-defined]  # what wait() holds
             os.kill(popen.pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
             while not proc._exited(popen.pid) and time.monotonic() < deadline:

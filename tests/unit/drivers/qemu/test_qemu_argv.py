@@ -11,7 +11,7 @@ import pytest
 
 from podium.drivers import GuestConfig
 from podium.drivers.qemu import MIN_MEMORY_MIB, QemuError, derived_mac, guest_uuid
-from podium.drivers.qemu._argv import kernel_cmdline, layout, qemu_argv
+from podium.drivers.qemu._argv import first_ip, kernel_cmdline, layout, qemu_argv, ready_line
 
 UID = "0b5e7a3c-1111-4222-8333-444455556666"
 
@@ -20,7 +20,9 @@ def cfg(spec: dict[str, Any] | None = None, name: str = "web-1", uid: str = UID)
     return GuestConfig(name, uid, 3, spec or {"request": {"cpu": 1.5, "memory_mib": 128}})
 
 
-def argv_of(config: GuestConfig, *, network: bool = False, accel: str = "tcg") -> list[str]:
+def argv_of(
+    config: GuestConfig, *, network: bool = False, accel: str = "tcg", incoming: bool = False
+) -> list[str]:
     guest = layout(config, with_network=network)
     taps = [f"tap{i}" for i in range(len(guest.nics))]
     return qemu_argv(
@@ -31,6 +33,7 @@ def argv_of(config: GuestConfig, *, network: bool = False, accel: str = "tcg") -
         initrd=Path("/img/initrd.gz"),
         volume=Path("/san/web-1.qcow2"),
         taps=taps,
+        incoming=incoming,
     )
 
 
@@ -46,9 +49,53 @@ def test_every_qemu_carries_name_and_uuid_and_no_default_devices() -> None:
     assert value(argv, "-nic") == ["none"]
     assert {"-nodefaults", "-nographic", "-no-reboot"} <= set(argv)
     assert value(argv, "-smp") == ["2"]  # 1.5 CPUs: two vCPUs
-    assert value(argv, "-serial") == ["file:console.log"]
-    assert value(argv, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
+    # appended to, so the driver can add a note after a migration without QEMU's writes
+    # landing on top of it
+    assert value(argv, "-chardev") == ["file,id=console,path=console.log,append=on"]
+    assert value(argv, "-serial") == ["chardev:console"]
+    assert value(argv, "-qmp") == [
+        "unix:qmp.sock,server=on,wait=off",  # the driver's
+        "unix:observe.sock,server=on,wait=off",  # operators' and checkers'
+    ]
     assert '"filename":"/san/web-1.qcow2"' in value(argv, "-blockdev")[0]
+    assert '"node-name":"disk0"' in value(argv, "-blockdev")[0]  # what backups address
+
+
+def test_only_a_migration_destination_waits_with_its_vcpus_stopped() -> None:
+    assert "-S" not in argv_of(cfg()) and "-incoming" not in argv_of(cfg())
+    argv = argv_of(cfg(), incoming=True)
+    assert "-S" in argv
+    assert value(argv, "-incoming") == ["defer"]  # migrate-incoming picks the address later
+
+
+def test_the_disk_writer_workload_is_a_kernel_parameter() -> None:
+    idle = kernel_cmdline(layout(cfg(), with_network=False))
+    assert "podium.workload" not in idle
+    spec = {"request": {"cpu": 1, "memory_mib": 128}, "workload": "disk-writer"}
+    line = kernel_cmdline(layout(cfg(spec), with_network=False))
+    assert line.split()[-1] == "podium.workload=disk-writer"
+
+
+def test_restore_from_names_the_backup_the_volume_is_made_from() -> None:
+    spec = {"restore_from": {"backup": "b1", "path": "/backups/web-1/b1.qcow2"}}
+    assert layout(cfg(spec), with_network=False).restore_from == Path("/backups/web-1/b1.qcow2")
+    assert layout(cfg(), with_network=False).restore_from is None
+
+
+def test_the_first_ip_is_that_of_the_nic_with_the_smallest_mac() -> None:
+    spec = {
+        "nics": [
+            {"mac": "52:54:00:00:00:09", "ip": "10.0.1.5/24"},
+            {"mac": "52:54:00:00:00:05"},
+            {"mac": "52:54:00:00:00:07", "ip": "10.0.0.5/24"},
+        ]
+    }
+    assert first_ip(layout(cfg(spec), with_network=True)) == "10.0.0.5"
+    assert first_ip(layout(cfg(spec), with_network=False)) == "none"
+    # what a guest that arrived by migration shows, as its init printed it elsewhere
+    assert ready_line(layout(cfg(spec), with_network=True)) == (
+        "PODIUM-READY name=web-1 ip=10.0.0.5 disks=vda"
+    )
 
 
 def test_memory_has_a_floor_the_kernel_can_boot_in() -> None:
@@ -119,6 +166,10 @@ def test_kernel_cmdline_numbers_addresses_in_mac_order() -> None:
         ({"nics": "eth0"}, "must be a list"),
         ({"disk_gib": 0}, "out of range"),
         ({"image": "ubuntu"}, "unknown image 'ubuntu'"),
+        ({"workload": "miner"}, "unknown workload 'miner'"),
+        ({"restore_from": {"backup": "b1"}}, "restore_from needs"),
+        ({"restore_from": {"backup": "b1", "path": "rel.qcow2"}}, "restore_from needs"),
+        ({"restore_from": "b1"}, "restore_from needs"),
     ],
 )
 def test_a_bad_spec_is_refused_with_the_field_named(spec: dict[str, Any], message: str) -> None:
