@@ -190,3 +190,43 @@ def test_demo_json() -> None:
     assert report["failover_seconds"] > report["detection_seconds"] > 0
     assert report["double_runs_seen"] == 0
     assert time.monotonic() - started < 120
+
+
+def test_guest_migrate_drain_and_their_errors_through_the_cli(cluster: Cluster) -> None:
+    for name in ("h1", "h2", "h3"):
+        cluster.start_agent(name, "rack=r1")
+    wait_for(
+        lambda: len(json.loads(cluster.podium("get", "hosts", "-o", "json").stdout)["items"]) == 3
+    )
+    doc = "kind: Guest\nname: mover\nspec: {request: {cpu: 1, memory_mib: 128}}\n"
+    assert cluster.podium("apply", "-f", "-", stdin=doc).returncode == 0
+    item = wait_for(
+        lambda: (g := guests(cluster)) and g[0]["status"]["state"] == "running" and g[0]
+    )
+    source, mac = item["status"]["host"], item["status"]["nics"][0]["mac"]
+    target = next(h for h in ("h1", "h2", "h3") if h != source)
+
+    same = cluster.podium("guest", "migrate", "mover", "--to", source)
+    assert same.returncode == 1 and "already runs on" in same.stderr
+    assert len(same.stderr.strip().splitlines()) == 1
+    unknown = cluster.podium("guest", "migrate", "mover", "--to", "nowhere")
+    assert unknown.returncode == 1 and "nowhere" in unknown.stderr
+
+    done = cluster.podium("guest", "migrate", "mover", "--to", target, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["state"], result["source"], result["target"]) == ("completed", source, target)
+    moved = guests(cluster)[0]
+    assert moved["status"]["host"] == target and moved["status"]["nics"][0]["mac"] == mac
+    assert moved["status"]["epoch"] == item["status"]["epoch"] + 1
+
+    drained = cluster.podium("host", "drain", target)
+    assert drained.returncode == 0, drained.stderr
+    assert "drained" in drained.stdout
+    after = wait_for(
+        lambda: (g := guests(cluster)) and g[0]["status"]["state"] == "running" and g[0]
+    )
+    assert after["status"]["host"] not in (target,)
+    events = cluster.podium("events").stdout
+    for reason in ("MigrationStarted", "MigrationCompleted", "HostDraining", "HostDrained"):
+        assert reason in events

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from podium.client import AsyncPodiumClient, ClientConfig, ClientError
-from podium.demo._run import POLL, DemoError, DemoReport, Progress, _failover_story
+from podium.demo._run import (
+    POLL,
+    DemoError,
+    DemoReport,
+    Progress,
+    failover_story,
+    wait_running,
+)
 from podium.drivers.net import namespace_pids
 from podium.lab import LabError, lab_dir, lab_down, lab_up, load_state
 
@@ -47,27 +54,8 @@ def _qemu_uuids() -> Counter[str]:
     return counts
 
 
-async def _wait_running(
-    client: AsyncPodiumClient, total: int, phase: str, *, progress: Progress,
-    timeout: float, report: DemoReport, avoid: str | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while True:
-        guests, _ = await client.list("Guest")
-        running = [
-            g for g in guests if g["status"]["state"] == "running" and g["status"]["host"] != avoid
-        ]
-        report.double_runs_seen += sum(n - 1 for n in _qemu_uuids().values() if n > 1)
-        progress(phase, len(running), total)
-        if len(running) == total and len(guests) == total:
-            return guests
-        if time.monotonic() > deadline:
-            stuck = [f"{g['name']}: {g['status']['message']}" for g in guests if g not in running]
-            raise DemoError(
-                f"{phase}: only {len(running)}/{total} running after {timeout:.0f} s; "
-                + "; ".join(stuck[:5])
-            )
-        await asyncio.sleep(POLL)
+def _doubles() -> int:
+    return sum(n - 1 for n in _qemu_uuids().values() if n > 1)
 
 
 def _ping(netns: str, address: str) -> bool:
@@ -167,8 +155,10 @@ async def run_qemu_demo(
             app = {"kind": "App", "name": "web", "spec": spec}
             started = time.monotonic()
             await client.apply([app], source="podium demo")
-            placed = await _wait_running(client, guests, "booting guests", progress=progress,
-                                         timeout=timeout, report=report)  # fmt: skip
+            placed = await wait_running(
+                client, guests, "booting guests", progress=progress, timeout=timeout,
+                doubles=_doubles, report=report,
+            )  # fmt: skip
             report.initial_start_seconds = round(time.monotonic() - started, 3)
             fabric = f"pdm-{LAB_NAME}-fab"
             answered = 0
@@ -199,14 +189,14 @@ async def run_qemu_demo(
                 if host["status"]["state"] == "lost":
                     lost_at = time.monotonic()
                 await asyncio.sleep(0.05)
-            after = await _wait_running(client, guests, f"failing over {victim}",
-                                        progress=progress, timeout=timeout, report=report,
-                                        avoid=victim)  # fmt: skip
+            after = await wait_running(client, guests, f"failing over {victim}",
+                                       progress=progress, timeout=timeout, doubles=_doubles,
+                                       report=report, avoid=victim)  # fmt: skip
             report.failover_seconds = round(time.monotonic() - killed, 3)
             report.detection_seconds = round((lost_at or time.monotonic()) - killed, 3)
             report.guests_running = sum(1 for g in after if g["status"]["state"] == "running")
             events, _ = await client.events(limit=1000)
-            report.events = _failover_story(events)
+            report.events = failover_story(events)
     except ClientError as err:
         raise DemoError(str(err)) from err
     finally:

@@ -199,18 +199,21 @@ class _Host:
         await self.link.close()
 
 
-async def _wait_running(
+async def wait_running(
     client: AsyncPodiumClient, total: int, phase: str, *, progress: Progress, timeout: float,
-    hosts: list[_Host], report: DemoReport, avoid: str | None = None,
+    doubles: Callable[[], int], report: DemoReport, avoid: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Poll until every guest runs (and none on ``avoid``, the killed host)."""
+    """Poll until every guest runs (and none on ``avoid``, the killed host).
+
+    ``doubles`` counts guests seen running twice right now (added to the report).
+    """
     deadline = time.monotonic() + timeout
     while True:
         guests, _ = await client.list("Guest")
         running = [
             g for g in guests if g["status"]["state"] == "running" and g["status"]["host"] != avoid
         ]
-        report.double_runs_seen += _double_runs(hosts)
+        report.double_runs_seen += doubles()
         progress(phase, len(running), total)
         if len(running) == total and len(guests) == total:
             return guests
@@ -273,9 +276,9 @@ async def run_demo(
 
             started = time.monotonic()
             await client.apply(apps, source="podium demo")
-            placed = await _wait_running(
+            placed = await wait_running(
                 client, total, "starting guests", progress=progress, timeout=timeout,
-                hosts=nodes, report=report,
+                doubles=lambda: _double_runs(nodes), report=report,
             )  # fmt: skip
             report.initial_start_seconds = round(time.monotonic() - started, 3)
 
@@ -287,9 +290,10 @@ async def run_demo(
             await victim.kill()
             detect = asyncio.create_task(_wait_lost(client, victim_name))
             try:
-                after = await _wait_running(
+                after = await wait_running(
                     client, total, f"failing over {victim_name}", progress=progress,
-                    timeout=timeout, hosts=nodes, report=report, avoid=victim_name,
+                    timeout=timeout, doubles=lambda: _double_runs(nodes), report=report,
+                    avoid=victim_name,
                 )  # fmt: skip
                 report.failover_seconds = round(time.monotonic() - killed, 3)
                 report.detection_seconds = round(await detect - killed, 3)
@@ -302,7 +306,7 @@ async def run_demo(
                 raise DemoError(f"guests still on the failed host: {moved}")
             report.guests_running = sum(1 for g in after if g["status"]["state"] == "running")
             events, _ = await client.events(limit=1000)
-            report.events = _failover_story(events)
+            report.events = failover_story(events)
             for node in nodes:  # before the server stops, so no agent retries against it
                 await node.close()
     finally:
@@ -336,7 +340,7 @@ async def _wait_lost(client: AsyncPodiumClient, host: str) -> float:
         await asyncio.sleep(0.05)
 
 
-def _failover_story(events: list[dict[str, Any]]) -> list[str]:
+def failover_story(events: list[dict[str, Any]]) -> list[str]:
     """The failover in a few lines: lost hosts, then rebinds grouped by destination."""
     lines = [
         f"{e['reason']} {e['name']}: {e['message']}" for e in events if e["reason"] == "HostLost"

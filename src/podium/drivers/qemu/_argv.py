@@ -40,6 +40,7 @@ DEFAULT_DISK_GIB = 1.0
 IMAGE = "tiny"  # the image name manifests use for the built-in guest
 CONSOLE = "console.log"  # the guest's serial console, in the guest's state folder
 QMP_SOCKET = "qmp.sock"  # relative to the state folder: unix socket paths are short
+SERIAL_SOCKET = "serial.sock"  # the guest's serial port (the tiny image keeps a shell on it)
 OBSERVE_SOCKET = "observe.sock"  # a second QMP monitor for operators; the driver never uses it
 PIDFILE = "qemu.pid"
 ROOT_NODE = "disk0"  # block node name of the root volume (backups address it by this)
@@ -215,7 +216,11 @@ def qemu_argv(
         "-nodefaults", "-nographic", "-no-user-config", "-no-reboot",
         "-m", str(guest.memory_mib),
         "-smp", str(guest.cpus),
-        "-chardev", f"file,id=console,path={CONSOLE},append=on",
+        # The serial port is a socket (a shell for operators and tests), logged to the
+        # console file; appending lets the driver add notes to it.
+        "-chardev",
+        f"socket,id=console,path={SERIAL_SOCKET},server=on,wait=off,"
+        f"logfile={CONSOLE},logappend=on",
         "-serial", "chardev:console",
         "-qmp", f"unix:{QMP_SOCKET},server=on,wait=off",
         "-qmp", f"unix:{OBSERVE_SOCKET},server=on,wait=off",

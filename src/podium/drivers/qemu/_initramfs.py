@@ -115,7 +115,13 @@ while [ "$n" -lt 200 ] && ! ls -l "/proc/$!/fd" 2>/dev/null | grep -q /dev/input
     n=$((n + 1))
 done
 echo "PODIUM-READY name=$NAME ip=$FIRST disks=${DISKS:-none}"
-while true; do sleep 3600; done
+# A root shell on the serial port (QEMU's serial.sock): a test image, for operators and
+# tests to run commands in (ping another guest). No echo: keep the console log readable.
+stty -F /dev/ttyS0 -echo 2>/dev/null
+while true; do
+    setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+    sleep 1
+done
 """.replace("@DISK@", DISK_SCRIPT)
 
 # busybox acpid runs /etc/acpi/PWRF/00000080 on the power button (QMP system_powerdown).

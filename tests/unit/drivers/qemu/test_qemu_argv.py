@@ -51,7 +51,9 @@ def test_every_qemu_carries_name_and_uuid_and_no_default_devices() -> None:
     assert value(argv, "-smp") == ["2"]  # 1.5 CPUs: two vCPUs
     # appended to, so the driver can add a note after a migration without QEMU's writes
     # landing on top of it
-    assert value(argv, "-chardev") == ["file,id=console,path=console.log,append=on"]
+    assert value(argv, "-chardev") == [
+        "socket,id=console,path=serial.sock,server=on,wait=off,logfile=console.log,logappend=on"
+    ]
     assert value(argv, "-serial") == ["chardev:console"]
     assert value(argv, "-qmp") == [
         "unix:qmp.sock,server=on,wait=off",  # the driver's
