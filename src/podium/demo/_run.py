@@ -353,7 +353,9 @@ def failover_story(events: list[dict[str, Any]]) -> list[str]:
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         lines.append(f"GuestRebound to {host}: {shown}")
     warnings = [
-        f"{e['reason']} {e['name']}: {e['message']}" for e in events if e["type"] == "Warning"
+        f"{e['reason']} {e['name']}: {e['message']}"
+        for e in events
+        if e["type"] == "Warning" and e["reason"] != "HostLost"  # listed above already
     ]
     return lines + warnings[-5:]
 

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 from pathlib import Path
 
 from podium.drivers._protocol import MigrationError
@@ -60,10 +62,30 @@ class Launcher:
         self._image = image
         self._image_cache = image_cache
         self._accel = accel
+        self._accel_probe: concurrent.futures.Future[str] | None = None
+        if accel is None:
+            # The KVM probe can take 3 s (where KVM hangs): run it now, in the background,
+            # so the first guest start or incoming migration does not wait for it.
+            self._accel_probe = concurrent.futures.Future()
+            threading.Thread(target=self._probe, name="qemu-accel-probe", daemon=True).start()
         self._qemu_img = qemu_img
         self.boot_timeout = boot_timeout
         self.qmp_timeout = qmp_timeout
         self._image_lock = asyncio.Lock()
+
+    def _probe(self) -> None:
+        assert self._accel_probe is not None
+        try:
+            self._accel_probe.set_result(proc.choose_accel(self.qemu))
+        except BaseException as err:  # handed to whoever needs the answer
+            self._accel_probe.set_exception(err)
+
+    async def accel(self) -> str:
+        """``kvm`` or ``tcg``: as given, else the background probe's answer."""
+        if self._accel is None:
+            assert self._accel_probe is not None
+            self._accel = await asyncio.wrap_future(self._accel_probe)
+        return self._accel
 
     async def image(self) -> Image:
         async with self._image_lock:
@@ -91,9 +113,7 @@ class Launcher:
         the source's, on shared storage); raises :class:`MigrationError` otherwise.
         """
         image = await self.image()
-        accel = self._accel
-        if accel is None:
-            accel = await asyncio.to_thread(proc.choose_accel, self.qemu)
+        accel = await self.accel()
         guest = layout(g.config, with_network=self.network is not None)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         if not incoming:
