@@ -414,7 +414,7 @@ class Agent:
         except Exception as err:
             failures = self._failures.get(guest, 0) + 1
             self._failures[guest] = failures
-            delay = min(self._max_backoff * 6, 0.5 * 2 ** (failures - 1))
+            delay = min(self._max_backoff * 6, 0.5 * 2 ** min(failures - 1, 16))
             self._retry_at[guest] = self._clock() + delay
             if isinstance(err, DriverError):
                 log.warning("agent %s: %s: %s (retry in %.1f s)", self.name, guest, err, delay)

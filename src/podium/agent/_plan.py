@@ -152,7 +152,8 @@ def plan_local(
     asks for gets a :class:`CancelMigration`. ``handled``: migration and backup ids
     already run or refused here (each runs at most once). ``migrated``: guests migrated
     away, guest -> (uid, epoch). A guest whose assignment was rejected at epoch ``e`` is
-    treated as unassigned until an epoch above ``e``; ``retry_at`` delays restarts.
+    treated as unassigned until an epoch above ``e``; ``retry_at`` delays every step but
+    stops and cancels after a failure (backoff).
     """
     plan: dict[str, list[LocalAction]] = {}
     for name in sorted(set(desired) | set(observed)):
@@ -175,9 +176,12 @@ def plan_local(
             why = f"epoch {info.epoch} superseded by epoch {epoch}"
             steps.append(StopGuest(name, destroy=True, reason=why))
             info = None
+        may_act = now >= retry_at.get(name, 0.0)  # a failed step waits out its backoff
         step = _special_step(name, assignment, info, handled, migrated)
+        if not may_act and not isinstance(step, _Wait | CancelMigration | None):
+            step = _WAIT
         if step is None:
-            step = _lifecycle_step(name, assignment, info, may_start=now >= retry_at.get(name, 0.0))
+            step = _lifecycle_step(name, assignment, info, may_start=may_act)
         if step is not None and not isinstance(step, _Wait):
             steps.append(step)
         if steps:

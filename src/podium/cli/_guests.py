@@ -73,7 +73,7 @@ def summary(record: dict[str, Any], running_since: float | None) -> dict[str, An
         "total_s": round(max(0.0, finished - started), 3),
         "downtime_ms": round(qemu_downtime + switchover, 1),
         "qemu_downtime_ms": round(qemu_downtime, 1),
-        "qemu_total_ms": round(float(result.get("total_ms") or 0.0), 1),
+        "qemu_total_ms": round(float(result.get("qemu_total_ms") or 0.0), 1),
         "switchover_ms": round(switchover, 1),
         "transferred": int(result.get("transferred") or 0),
         "message": record.get("message", ""),

@@ -234,6 +234,20 @@ def test_a_pinged_guest_live_migrates_keeping_mac_and_address_and_never_runs_twi
     assert len(lost) <= 5, (lost, result)
     assert max(seqs) - min(seqs) > 30  # pings flowed before, during and after
 
+    # And back: a guest that arrived by migration leaves the same way (regression: its
+    # QEMU reported the incoming migration as a completed outgoing one and quit).
+    with DoubleRunSampler(guest["status"]["uuid"]) as sampler:
+        back = lab.podium("guest", "migrate", "roamer", "--to", source, "--json", timeout=300)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["state"] == "completed"
+    assert sampler.violations == [], (sampler.violations, sampler.timeline)
+    home = lab.wait_running({"roamer"})["roamer"]
+    assert home["status"]["host"] == source
+    assert home["status"]["epoch"] == after["status"]["epoch"] + 1  # moved, not restarted
+    rc, out = guest_run(lab.folder(home), "cat /proc/uptime", timeout=20)
+    uptime = re.search(r"(\d+\.\d+) \d+\.\d+", out)
+    assert rc == 0 and uptime and float(uptime.group(1)) > 10, out  # the same boot, still up
+
 
 def test_a_backup_of_a_writing_guest_checks_clean_and_restores_with_its_data(lab: Lab) -> None:
     lab.ok("apply", "-f", "-", stdin=WRITER)

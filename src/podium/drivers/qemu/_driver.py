@@ -388,9 +388,13 @@ class QemuDriver:
         monitor = g.monitor
         if monitor is None:
             raise MigrationError(f"guest {name!r}: its QMP monitor is not connected (retrying)")
+        with self._lock:
+            resume = g.outgoing == uri  # we told this QEMU to go there: follow, never restart
+            g.outgoing = uri
+            self._save(g)
         try:
             result = await _migration.migrate(
-                monitor, uri, on_progress=on_progress, stall_timeout=stall_timeout
+                monitor, uri, on_progress=on_progress, stall_timeout=stall_timeout, resume=resume
             )
         except QmpError as err:
             raise MigrationError(f"guest {name!r}: migration to {uri}: {err}") from err

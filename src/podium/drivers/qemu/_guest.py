@@ -48,6 +48,9 @@ class Guest:
     ready: str = ""  # the ready line of the current boot
     incoming: str | None = None  # a migration destination: its URI ("" until known)
     migrated: MigrationResult | None = None  # the guest left this host (source side)
+    # The URI this QEMU was told to migrate to. Only such a migration is ever followed: a
+    # QEMU that arrived here by migration reports that *incoming* one as "completed".
+    outgoing: str | None = None
 
     @property
     def name(self) -> str:
@@ -67,7 +70,7 @@ class Guest:
     def record(self, folder: Path) -> Record:
         return Record(
             self.config, self.uuid, self.volume, self.pid, self.started, self.taps,
-            folder / QMP_SOCKET, self.incoming, self.migrated,
+            folder / QMP_SOCKET, self.incoming, self.migrated, self.outgoing,
         )  # fmt: skip
 
     async def close_monitor(self) -> None:
@@ -121,6 +124,7 @@ def adopt(state_dir: Path, now: Callable[[], float]) -> dict[str, Guest]:
         pid = rec.pid or proc.read_pidfile(folder / PIDFILE)
         g = Guest(rec.config, rec.uuid, rec.volume, S.DEFINED, "", now(), pid=pid)
         g.started, g.taps, g.migrated = rec.started, rec.taps, rec.migrated
+        g.outgoing = rec.outgoing
         alive = proc.is_running(pid, rec.uuid)
         if rec.migrated is not None:
             if alive:  # a source QEMU left stopped after its migration completed: a `cont`

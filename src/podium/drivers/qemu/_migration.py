@@ -124,6 +124,7 @@ async def migrate(
     *,
     on_progress: Callable[[MigrationProgress], None] | None,
     stall_timeout: float,
+    resume: bool = False,
     poll: float = POLL,
 ) -> MigrationResult:
     """Run (or follow) the source side of a migration to ``uri`` until it completes.
@@ -131,15 +132,18 @@ async def migrate(
     Raises :class:`MigrationError` once QEMU says failed or cancelled, or after
     ``stall_timeout`` seconds without a byte sent (then cancelled); the source's vCPUs
     run again. ``QmpError`` if the monitor goes. Cancelled: the migration is cancelled,
-    unless it completed first (then its result is returned).
+    unless it completed first (then its result is returned). ``resume``: this QEMU was
+    told to migrate to ``uri`` before (the agent restarted): follow that migration. Without
+    it a "completed" or in-flight status is not ours (a QEMU that arrived by migration
+    reports its incoming one as completed) and a new migration starts.
     """
     loop = asyncio.get_running_loop()
     reply = await monitor.execute("query-migrate")
     status = str(reply.get("status", "none"))
-    if status == "completed":
+    if resume and status == "completed":
         return result(uri, reply)
     was_running = True
-    if status not in IN_FLIGHT:  # none, or failed/cancelled from an earlier attempt
+    if not resume or status not in IN_FLIGHT:  # none, failed/cancelled, or not ours
         was_running = await monitor.query_status() == "running"
         caps = [{"capability": c, "state": True} for c in CAPABILITIES]
         await monitor.execute("migrate-set-capabilities", {"capabilities": caps})

@@ -41,6 +41,7 @@ class Record:
     qmp: Path | None = None  # the monitor socket, for operators (the driver knows where)
     incoming: str | None = None  # a migration destination: the URI it listens on ("" until known)
     migrated: MigrationResult | None = None  # this QEMU's guest moved away (source side)
+    outgoing: str | None = None  # the URI this QEMU was told to migrate to (source side)
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -54,6 +55,7 @@ class Record:
             "qmp": str(self.qmp) if self.qmp else None,
             "incoming": self.incoming,
             "migrated": _result_json(self.migrated),
+            "outgoing": self.outgoing,
         }
 
     @classmethod
@@ -69,6 +71,7 @@ class Record:
             qmp=Path(data["qmp"]) if data.get("qmp") else None,
             incoming=str(data["incoming"]) if data.get("incoming") is not None else None,
             migrated=_result(data.get("migrated")),
+            outgoing=str(data["outgoing"]) if data.get("outgoing") else None,
         )
 
 

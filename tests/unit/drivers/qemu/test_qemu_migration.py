@@ -156,12 +156,23 @@ async def test_a_migration_that_completes_as_it_is_cancelled_counts_as_completed
 
 async def test_a_migration_in_flight_is_followed_not_restarted() -> None:
     qmp = ScriptedQmp(ACTIVE, ACTIVE | {"ram": {"transferred": 50_000_000}}, COMPLETED)
-    done = await migrate(qmp, "tcp:10.0.0.2:1", on_progress=None, stall_timeout=5, poll=0)
+    done = await migrate(
+        qmp, "tcp:10.0.0.2:1", on_progress=None, stall_timeout=5, poll=0, resume=True
+    )
     assert done.total_ms == 550
     assert "migrate" not in qmp.commands
     qmp = ScriptedQmp(COMPLETED, status="postmigrate")
-    assert (await migrate(qmp, "tcp:10.0.0.2:1", on_progress=None, stall_timeout=5)).total_ms == 550
+    again = await migrate(qmp, "tcp:10.0.0.2:1", on_progress=None, stall_timeout=5, resume=True)
+    assert again.total_ms == 550
     assert qmp.commands == ["query-migrate"]
+
+
+async def test_a_guest_that_arrived_by_migration_migrates_again() -> None:
+    """Regression: a QEMU started with -incoming reports its *incoming* migration as
+    completed; taking that for this outgoing one quit the only running copy."""
+    qmp = ScriptedQmp(COMPLETED, ACTIVE, COMPLETED, status="running")
+    await migrate(qmp, "tcp:10.0.0.2:1", on_progress=None, stall_timeout=5, poll=0)
+    assert "migrate" in qmp.commands
 
 
 async def test_cancelling_the_caller_cancels_the_migration() -> None:
