@@ -219,3 +219,10 @@ async def test_a_cancel_that_lands_after_completion_returns_the_result() -> None
     done = await task  # the destination holds the guest: a "cancelled" would lose it
     assert done.total_ms == 550 and not task.cancelled()
     assert "cont" not in qmp.commands
+
+
+async def test_a_completed_reply_without_figures_is_asked_again() -> None:
+    """QEMU says "completed" a moment before it fills in total-time and downtime."""
+    qmp = ScriptedQmp(ACTIVE, {"status": "completed"}, COMPLETED)
+    done = await migrate(qmp, "tcp:10.0.0.2:1", on_progress=None, stall_timeout=5, poll=0)
+    assert done.total_ms == 550
