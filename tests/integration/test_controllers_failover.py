@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from podium.agent import Agent, LeaseExpired, LinkError, Registration
+from podium.agent import Agent, FenceReport, LeaseExpired, LinkError, Registration
 from podium.controller import ControllerManager, LeaderElection
 from podium.drivers import SimDriver
 from podium.model import GuestState, HostName, HostSpec, Kind, Manifest, Resources
@@ -47,6 +47,8 @@ class StateLink:
         labels: dict[str, Any],
         driver: str,
         agent_version: str,
+        *,
+        fenced: FenceReport | None = None,
     ) -> Registration:
         self._check()
         store = self.state.store
@@ -63,7 +65,9 @@ class StateLink:
     async def keepalive(self, host: str, lease: int) -> int:
         self._check()
         try:
-            return await self.state.store.keepalive(lease)
+            ttl = await self.state.store.keepalive(lease)
+            await self.state.record_keepalive(host, lease)
+            return ttl
         except LeaseNotFound as err:
             raise LeaseExpired(str(err)) from err
 

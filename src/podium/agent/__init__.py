@@ -36,7 +36,14 @@ Many agents in one process (simulated hosts)::
 """
 
 from podium.agent._agent import Agent, AgentState, run_many
-from podium.agent._link import AgentError, LeaseExpired, LinkError, Registration, ServerLink
+from podium.agent._link import (
+    AgentError,
+    FenceReport,
+    LeaseExpired,
+    LinkError,
+    Registration,
+    ServerLink,
+)
 from podium.agent._plan import (
     Activate,
     CancelMigration,
@@ -58,6 +65,7 @@ __all__ = [
     "AgentState",
     "CancelMigration",
     "Fence",
+    "FenceReport",
     "LeaseExpired",
     "LinkError",
     "MigrateOut",

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import podium
 from podium._aio import supervise
-from podium.agent._link import LeaseExpired, LinkError, Registration, ServerLink
+from podium.agent._link import FenceReport, LeaseExpired, LinkError, Registration, ServerLink
 from podium.agent._longops import Cancelled, Outgoing, keep_last, pump, send_final, tail
 from podium.agent._plan import (
     Activate,
@@ -223,6 +223,7 @@ class Agent:
                     dict(self.labels),
                     self.driver.kind,
                     podium.__version__,
+                    fenced=self._fence_report(sent),
                 )
             except LinkError as err:
                 log.warning("agent %s: cannot register (%s); retrying", self.name, err)
@@ -242,6 +243,13 @@ class Agent:
             self._enter(AgentState.ACTIVE)
             log.info("agent %s registered (lease %x, ttl %d s)", self.name, reg.lease, reg.ttl)
             return reg
+
+    def _fence_report(self, now: float) -> FenceReport | None:
+        """Why and how long ago this host fenced itself, if it did since registering."""
+        fired_at = self.fence.fired_at
+        if not self.fence.is_fenced() or fired_at is None:
+            return None
+        return FenceReport(self.fence.reason, max(0.0, now - fired_at), self.fence.killed)
 
     def _margin(self, reg: Registration) -> float:
         """How long before the server could expire the lease the host fences itself.

@@ -50,6 +50,22 @@ class Registration:
     keepalive_interval: float
 
 
+@dataclass(frozen=True, slots=True)
+class FenceReport:
+    """Told to the server when registering again after a self-fence (event ``HostFenced``).
+
+    ``seconds_ago`` is measured on the agent's clock, so the server can place the
+    fence on its own timeline without trusting the host's wall clock.
+    """
+
+    reason: str
+    seconds_ago: float
+    killed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "seconds_ago": self.seconds_ago, "killed": self.killed}
+
+
 @runtime_checkable
 class ServerLink(Protocol):
     """One agent's connection to the podium server (docs/contracts.md, agent endpoints).
@@ -67,9 +83,12 @@ class ServerLink(Protocol):
         labels: dict[str, Any],
         driver: str,
         agent_version: str,
+        *,
+        fenced: FenceReport | None = None,
     ) -> Registration:
         """Join (or re-join) the cluster as host ``name`` with a fresh lease.
 
+        ``fenced``: the host fenced itself since its last registration (why, when).
         If the server returns a host token, the link authenticates with it for every
         later call; persisting it is the agent's job (``on_host_token``).
         """

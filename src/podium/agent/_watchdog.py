@@ -43,6 +43,8 @@ class Fence:
         self._fenced = False
         self.reason = ""
         self.fences = 0  # how many times this host fenced itself
+        self.fired_at: float | None = None  # clock time of the current fence
+        self.killed = 0  # guests the current fence killed (first sweep)
 
     def is_fenced(self) -> bool:
         """Whether the host is fenced now (a method: it changes under other threads)."""
@@ -66,6 +68,8 @@ class Fence:
         with self._lock:
             self._fenced = False
             self.reason = ""
+            self.fired_at = None
+            self.killed = 0
 
     def fire(self, reason: str) -> None:
         """Fence now: kill every guest and stay fenced until :meth:`clear`."""
@@ -75,7 +79,10 @@ class Fence:
             if first:
                 self.reason = reason
                 self.fences += 1
+                self.fired_at = self._clock()
             killed = self._kill_all()
+            if first:
+                self.killed = len(killed)
         if first:
             log.warning("%s fenced itself (%s): killed %d guest(s)", self.name, reason, len(killed))
             with contextlib.suppress(RuntimeError):  # the agent's loop is closed: none to wake

@@ -76,6 +76,17 @@ async def register(body: RegisterRequest, ctx: Ctx, who: Who) -> RegisterRespons
     if who.role != "agent":
         await _revoke_agent_tokens(ctx, body.name)
         host_token = await state.create_token("agent", host=body.name)
+    if body.fenced is not None:  # placed on the timeline when it happened, not now
+        f = body.fenced
+        await state.emit(
+            "Host",
+            body.name,
+            "HostFenced",
+            f"host {body.name} fenced itself {f.seconds_ago:.1f} s before registering again, "
+            f"killing {f.killed} guest(s): {f.reason}",
+            warning=True,
+            at=state.now() - f.seconds_ago,
+        )
     reason = "HostReregistered" if existing else "HostJoined"
     await state.emit(
         "Host",
@@ -112,6 +123,7 @@ async def keepalive(host: str, body: KeepaliveRequest, ctx: Ctx, who: Who) -> Ke
         raise HTTPError(410, LEASE_GONE)
     try:
         ttl = await ctx.state.store.keepalive(body.lease)
+        await ctx.state.record_keepalive(host, body.lease)  # for the suspect judgement
     except LeaseNotFound as err:
         raise HTTPError(410, LEASE_GONE) from err
     return KeepaliveResponse(ttl=ttl)

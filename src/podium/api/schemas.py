@@ -116,12 +116,25 @@ class Capacity(_Body):
     net_mbps: Annotated[int, Field(ge=0)] = 0
 
 
+class FenceReport(_Body):
+    """The agent fenced itself (killed its guests) since it last registered."""
+
+    reason: Annotated[str, Field(max_length=500)]
+    seconds_ago: Annotated[float, Field(ge=0, le=10 * 365 * 86400)] = Field(
+        description="how long before this request, on the agent's own clock"
+    )
+    killed: Annotated[int, Field(ge=0)] = 0
+
+
 class RegisterRequest(_Body):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$", examples=["host-1"])
     capacity: Capacity
     labels: dict[str, str] = Field(default_factory=dict, examples=[{"rack": "r1"}])
     driver: str = "sim"
     agent_version: str = "0.0.0"
+    fenced: FenceReport | None = Field(
+        default=None, description="set when registering again after a self-fence"
+    )
 
 
 class RegisterResponse(BaseModel):

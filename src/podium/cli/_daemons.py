@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import signal
 import socket
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,6 +33,14 @@ def server(
             help="Host lease TTL in seconds: a host is lost this long after its last renewal"
         ),
     ] = 10,
+    host_suspect_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without a renewal before a live host shows suspect (default: "
+            "TTL/2). Lower: trouble shows sooner, more stalls flagged; guests move only "
+            "when the lease expires"
+        ),
+    ] = None,
     insecure: Annotated[
         bool, typer.Option(help="Serve plain HTTP (tests on loopback only)")
     ] = False,
@@ -68,6 +77,7 @@ def server(
 
     settings = ServerSettings(
         store_url=store, listen=listen, data_dir=data_dir, host_ttl=host_ttl, insecure=insecure,
+        host_suspect_after=host_suspect_after,
         extra_listen=tuple(listen_netns), guest_subnet=guest_subnet, guest_pool=guest_pool,
         guest_gateway=guest_gateway, max_migrations=max_migrations,
         max_migrations_per_host=max_migrations_per_host,
@@ -90,6 +100,36 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=value, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+
+
+def _start_fence_keeper(node: Any, drv: Any) -> threading.Event:
+    """For real guests, fence from outside the agent process too (see fence_keeper).
+
+    A thread mirrors the watchdog's deadline into the keeper's file: when the agent
+    process stops (SIGSTOP, kill -9, a frozen machine), the file stops being renewed
+    and the keeper kills the QEMUs at the same deadline the watchdog would have.
+    Returns an event that stops the mirror (the keeper goes on guarding the last
+    deadline: nobody renews the lease once this agent is gone).
+    """
+    stop = threading.Event()
+    state_dir = getattr(drv, "state_dir", None)
+    if getattr(drv, "kind", "") != "qemu" or state_dir is None:
+        return stop
+    from podium.drivers.qemu.fence_keeper import spawn_keeper, write_deadline  # noqa: PLC0415
+
+    path = Path(state_dir) / "fence.json"
+    spawn_keeper(path, Path(state_dir))
+
+    def mirror() -> None:
+        last: float | None = None
+        while not stop.wait(0.1):
+            deadline = node.fence.deadline
+            if deadline is not None and deadline != last:
+                write_deadline(path, deadline)
+                last = deadline
+
+    threading.Thread(target=mirror, name="fence-mirror", daemon=True).start()
+    return stop
 
 
 def _address_towards(server_url: str) -> str | None:
@@ -203,8 +243,12 @@ def agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop_mirror = _start_fence_keeper(node, drv)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            stop_mirror.set()
         await link.close()
         close = getattr(drv, "close", None)  # qemu: drop QMP connections, guests keep running
         if close is not None:

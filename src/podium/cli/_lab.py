@@ -25,7 +25,10 @@ def up(
     driver: Annotated[str, typer.Option(help="qemu (real guests) or sim")] = "sim",
     store: Annotated[
         str | None,
-        typer.Option(help="Store URL (default: sqlite:///LABDIR/server/podium.db)"),
+        typer.Option(
+            help="Store URL (default: sqlite:///LABDIR/server/podium.db), or etcd3: a "
+            "3-member etcd cluster on loopback that the lab starts and stops"
+        ),
     ] = None,
     name: NameOption = "lab",
     subnet: Annotated[

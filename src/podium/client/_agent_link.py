@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from podium.agent import AgentError, LeaseExpired, LinkError, Registration
+from podium.agent import AgentError, FenceReport, LeaseExpired, LinkError, Registration
 from podium.client._errors import ClientError
 from podium.client._transport import Http
 
@@ -83,6 +83,8 @@ class AgentLink:
         labels: dict[str, Any],
         driver: str,
         agent_version: str,
+        *,
+        fenced: FenceReport | None = None,
     ) -> Registration:
         body = {
             "name": name,
@@ -91,6 +93,8 @@ class AgentLink:
             "driver": driver,
             "agent_version": agent_version,
         }
+        if fenced is not None:
+            body["fenced"] = fenced.to_dict()
         answer = await self._call("POST", "/api/v1/agent/register", body)
         registration = Registration(
             host_token=answer.get("host_token"),

@@ -13,8 +13,9 @@
 
     controllers:
       app        App replicas -> owned guests <app>-<n> (lowest free n; scale-down: highest)
-      host       liveness key gone + lease expired -> lost (HostLost);
-                 key back -> ready (HostReady)
+      host       no renewal for > suspect_after (swept every liveness_interval) -> suspect
+                 (HostSuspect); renewed -> ready (HostRecovered); liveness key gone +
+                 lease expired -> lost (HostLost); key back -> ready (HostReady)
       placement  one cluster-wide pass: unbound guests + guests of lost hosts -> scheduler
                  -> bind (GuestPlaced; GuestRebound, epoch+1); unplaceable -> note_unplaced
       events     GuestRunning on status changes (coalesced per host); prune to newest 10k

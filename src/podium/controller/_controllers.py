@@ -31,6 +31,7 @@ from podium.controller._plans import (
     RetryLater,
     SetHostState,
     Unbind,
+    is_stale,
     plan_app,
     plan_host,
     plan_placement,
@@ -43,6 +44,7 @@ from podium.store import Compare, Event, EventType
 log = logging.getLogger("podium.controller")
 
 PLACEMENT_KEY = "cluster"
+LIVENESS_SWEEP = "~liveness"  # the host controller's periodic key (no host name has a "~")
 CREATE_CHUNK = 100  # guests per transaction (etcd allows 128 operations per txn)
 
 
@@ -58,6 +60,12 @@ class Context:
     clock: Callable[[], float]
     bind_concurrency: int = 16
     migrations: MigrationLimits = field(default_factory=MigrationLimits)
+    suspect_after: float | None = None  # no renewal for this long: suspect (None: ttl / 2)
+    liveness_interval: float = 0.5  # how often the host controller sweeps renewal ages
+
+    @property
+    def suspect_threshold(self) -> float:
+        return self.host_ttl / 2 if self.suspect_after is None else self.suspect_after
 
 
 class Controller(Protocol):
@@ -75,8 +83,12 @@ class Controller(Protocol):
         """Every key, for the initial list and periodic resyncs."""
         ...
 
-    async def reconcile(self, key: str) -> None:
-        """Converge ``key``. Raises ``TemporaryError`` (retry) or ``PermanentError`` (report)."""
+    async def reconcile(self, key: str) -> float | None:
+        """Converge ``key``. Raises ``TemporaryError`` (retry) or ``PermanentError`` (report).
+
+        Returns ``None``, or a delay in seconds after which to look at ``key`` again
+        even if nothing changes (controller-runtime's ``RequeueAfter``).
+        """
         ...
 
 
@@ -117,20 +129,30 @@ class AppController:
         state = self.ctx.state
         record = await state.get_record(Kind.APP, key)
         guests = await snap.guests_named(state, key + "-")
+        guard = [self.ctx.leadership.compare]  # a deposed leader creates and deletes nothing
         for action in plan_app(key, record, guests):
             if isinstance(action, CreateGuests):
                 for i in range(0, len(action.guests), CREATE_CHUNK):  # store txns are bounded
-                    await state.create_owned_guests(action.app, action.guests[i : i + CREATE_CHUNK])
+                    chunk = action.guests[i : i + CREATE_CHUNK]
+                    await state.create_owned_guests(action.app, chunk, guard=guard)
             elif isinstance(action, DeleteGuests):
                 for name in action.names:
                     with contextlib.suppress(NotFound):
-                        await state.delete_object(Kind.GUEST, name, force_owned=True)
+                        await state.delete_object(Kind.GUEST, name, force_owned=True, guard=guard)
             else:
                 self.ctx.events.record(action.kind, action.name, action.reason, action.message)
 
 
 class HostController:
-    """Host liveness: ready while its lease lives, lost once the lease expired."""
+    """Host liveness: ready while renewals come, suspect when they are late, lost once
+    the lease expired.
+
+    Late renewals make no store event, so one more key, :data:`LIVENESS_SWEEP`, looks at
+    every host's last renewal every ``liveness_interval`` seconds (a few range reads) and
+    reconciles the hosts whose judgement changes; a renewal of a suspect host wakes its
+    key at once. Both paths write with a compare on the status's mod revision, so a
+    sweep and a per-host reconcile racing on one host cannot both win.
+    """
 
     name = "host"
     workers = 4
@@ -139,6 +161,7 @@ class HostController:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._was_live: dict[str, bool] = {}
+        self._suspect: set[str] = set()
         self._prefixes = (keys.object_prefix(Kind.HOST), keys.HOST_STATUS, keys.HOST_LIVE)
 
     def keys_for(self, event: Event) -> Iterable[str]:
@@ -146,19 +169,45 @@ class HostController:
         for prefix in self._prefixes:
             if key.startswith(prefix):
                 return [key[len(prefix) :]]
+        if key.startswith(keys.HOST_BEAT):  # a renewal: news only for a suspect host
+            name = key[len(keys.HOST_BEAT) :]
+            return [name] if name in self._suspect else []
         return []
 
     async def all_keys(self) -> Iterable[str]:
-        return await snap.host_names(self.ctx.state)
+        return [*await snap.host_names(self.ctx.state), LIVENESS_SWEEP]
 
-    async def reconcile(self, key: str) -> None:
+    async def reconcile(self, key: str) -> float | None:
+        if key == LIVENESS_SWEEP:
+            await self._sweep()
+            return self.ctx.liveness_interval
+        await self._reconcile_host(key)
+        return None
+
+    async def _sweep(self) -> None:
+        """Reconcile every live host whose renewal age crossed the suspect threshold."""
+        ctx = self.ctx
+        now, threshold = ctx.clock(), ctx.suspect_threshold
+        for name, host in (await snap.read_hosts(ctx.state)).items():
+            if not host.live or host.state not in (HostState.READY, HostState.SUSPECT):
+                continue
+            if is_stale(host, now, threshold) != (host.state == HostState.SUSPECT):
+                with contextlib.suppress(TemporaryError):  # raced: the next sweep sees it
+                    await self._reconcile_host(name)
+
+    async def _reconcile_host(self, key: str) -> None:
         ctx = self.ctx
         host = await snap.read_host(ctx.state, key)
         lease_alive = False
         if host is not None and not host.live and host.state != HostState.LOST.value:
             lease_alive = not await snap.lease_expired(ctx.state, host)
         actions = plan_host(
-            host, lease_alive=lease_alive, was_live=self._was_live.get(key), retry=ctx.host_ttl / 4
+            host,
+            lease_alive=lease_alive,
+            was_live=self._was_live.get(key),
+            retry=ctx.host_ttl / 4,
+            now=ctx.clock(),
+            suspect_after=ctx.suspect_threshold,
         )
         for action in actions:
             if isinstance(action, SetHostState):
@@ -175,6 +224,12 @@ class HostController:
             self._was_live.pop(key, None)
         else:
             self._was_live[key] = host.live
+        states = [a.state for a in actions if isinstance(a, SetHostState)]
+        final = states[-1].value if states else (host.state if host else None)
+        if final == HostState.SUSPECT.value:
+            self._suspect.add(key)
+        else:
+            self._suspect.discard(key)
 
 
 class PlacementController:
@@ -233,10 +288,9 @@ class PlacementController:
     async def _apply_one(self, action: PlacementAction) -> bool:
         ctx = self.ctx
         state = ctx.state
-        if isinstance(action, NoteUnplaced):
-            await state.note_unplaced(action.guest, action.reason)
-            return True
         guard: list[Compare] = [ctx.leadership.compare]
+        if isinstance(action, NoteUnplaced):
+            return await state.note_unplaced(action.guest, action.reason, guard=guard[:1])
         if action.moved_from is not None:  # only while the lost host stays gone
             guard.append(Compare(keys.host_live_key(action.moved_from), "version", "=", 0))
         if isinstance(action, Unbind):
@@ -245,9 +299,8 @@ class PlacementController:
             )
             if bound is None:
                 return False
-            await state.note_unplaced(
-                action.guest, f"host {action.moved_from} lost; {action.reason}"
-            )
+            waiting = f"waiting for capacity (host {action.moved_from} lost): {action.reason}"
+            await state.note_unplaced(action.guest, waiting, guard=guard[:1])
             ctx.events.record(
                 "Guest",
                 action.guest,

@@ -28,10 +28,15 @@ class _Pending:
     message: str
     warning: bool
     group: tuple[str, str] | None
+    at: float  # when it was recorded (events are stamped then, not when flushed)
 
 
 class EventRecorder:
-    """Buffers events and writes them every ``interval`` seconds (best effort)."""
+    """Buffers events and writes them every ``interval`` seconds (best effort).
+
+    Each event is stamped with the time it was recorded, so a flush does not reorder
+    ``podium events`` against events the API writes directly.
+    """
 
     def __init__(
         self, state: ClusterState, *, interval: float = 0.5, burst: int = 10, limit: int = 10_000
@@ -58,7 +63,8 @@ class EventRecorder:
         if len(self._pending) >= self._limit:
             self.dropped += 1
             return
-        self._pending.append(_Pending(kind, name, reason, message, warning, group))
+        at = self._state.now()
+        self._pending.append(_Pending(kind, name, reason, message, warning, group, at))
 
     async def run(self) -> None:
         """Flush every ``interval`` seconds until cancelled."""
@@ -76,7 +82,7 @@ class EventRecorder:
                 if group is None or len(events) <= self._burst:
                     for e in events:
                         await self._state.emit(
-                            e.kind, e.name, e.reason, e.message, warning=e.warning
+                            e.kind, e.name, e.reason, e.message, warning=e.warning, at=e.at
                         )
                         self.written += 1
                     continue
@@ -90,6 +96,7 @@ class EventRecorder:
                     reason,
                     f"{len(events)} guests: {shown}",
                     warning=any(e.warning for e in events),
+                    at=events[0].at,
                 )
                 self.written += 1
         except (StoreError, StateError) as err:

@@ -50,6 +50,9 @@ class ControllerManager:
                                                       PermanentError: warning event, no spin
 
     ``host_ttl`` is the agents' lease TTL (retry pacing for hosts whose lease is late).
+    A live host with no renewal for more than ``suspect_after`` seconds (default
+    ``host_ttl / 2``; server flag ``--host-suspect-after``) is shown ``suspect``; renewal
+    ages are swept every ``liveness_interval`` seconds.
     ``clock`` stamps status changes. ``migrations``: limits and timeouts of live migrations
     and drains (server flags ``--max-migrations``, ``--max-migrations-per-host``).
     ``stats()`` counts reconciles per controller.
@@ -68,6 +71,8 @@ class ControllerManager:
         event_interval: float = 0.5,
         controllers: tuple[ControllerFactory, ...] = CONTROLLERS,
         migrations: MigrationLimits | None = None,
+        suspect_after: float | None = None,
+        liveness_interval: float = 0.5,
     ) -> None:
         self.state = state
         self.migrations = migrations or MigrationLimits()
@@ -79,6 +84,8 @@ class ControllerManager:
         self.keep_events = keep_events
         self.event_interval = event_interval
         self._factories = controllers
+        self.suspect_after = suspect_after
+        self.liveness_interval = liveness_interval
         self._stats: Counter[str] = Counter()
 
     def stats(self) -> Mapping[str, int]:
@@ -96,6 +103,8 @@ class ControllerManager:
             self.host_ttl,
             self.clock,
             migrations=self.migrations,
+            suspect_after=self.suspect_after,
+            liveness_interval=self.liveness_interval,
         )
         controllers = [factory(ctx) for factory in self._factories]
         queues = {c.name: WorkQueue() for c in controllers}
@@ -193,8 +202,9 @@ class ControllerManager:
     async def _worker(self, c: Controller, queue: WorkQueue) -> None:
         while True:
             key = await queue.get()
+            again: float | None = None
             try:
-                await c.reconcile(key)
+                again = await c.reconcile(key)
             except TemporaryError as err:
                 self._stats[f"{c.name}_errors"] += 1
                 delay = queue.retry(key, err.delay)
@@ -213,6 +223,8 @@ class ControllerManager:
                 log.exception("%s %s failed unexpectedly (retry in %.2f s)", c.name, key, delay)
             else:
                 queue.forget(key)
+                if again is not None:
+                    queue.add_after(key, again)
             finally:
                 self._stats[c.name] += 1
                 queue.done(key)

@@ -184,11 +184,32 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 # -- hosts: liveness ----------------------------------------------------------------------------
 
 
-def plan_host(
-    host: HostRecord | None, *, lease_alive: bool, was_live: bool | None, retry: float
-) -> list[HostAction]:
-    """Judge a host's liveness from its liveness key, which lives on its lease.
+def beat_age(host: HostRecord, now: float | None) -> float | None:
+    """Seconds since the host's last recorded renewal (``None``: unknown)."""
+    return None if host.beat is None or now is None else now - host.beat
 
+
+def is_stale(host: HostRecord, now: float | None, suspect_after: float | None) -> bool:
+    """Whether a live host missed renewals: no keepalive for more than ``suspect_after``."""
+    age = beat_age(host, now)
+    return suspect_after is not None and age is not None and age > suspect_after
+
+
+def plan_host(
+    host: HostRecord | None,
+    *,
+    lease_alive: bool,
+    was_live: bool | None,
+    retry: float,
+    now: float | None = None,
+    suspect_after: float | None = None,
+) -> list[HostAction]:
+    """Judge a host's liveness from its liveness key, which lives on its lease, and from
+    the age of its last renewal (``now - host.beat``, server time).
+
+    - live, ready, no renewal for more than ``suspect_after`` -> suspect (``HostSuspect``);
+      its guests stay where they are, nothing new is placed there
+    - live, suspect, renewed since    -> ready (``HostRecovered``)
     - live, not marked ready          -> ready (``HostReady``)
     - live again after we saw it gone -> ``HostReady`` (registration already marked it)
     - key gone, lease still alive     -> wait (never declare lost before the lease expired)
@@ -197,6 +218,29 @@ def plan_host(
     if host is None or host.state == HostState.LEFT.value:
         return []
     if host.live:
+        age = beat_age(host, now)
+        if is_stale(host, now, suspect_after) and host.state in (
+            HostState.READY.value,
+            HostState.SUSPECT.value,
+        ):
+            if host.state == HostState.SUSPECT.value:
+                return []
+            return [
+                SetHostState(host.name, HostState.SUSPECT),
+                Emit(
+                    "Host",
+                    host.name,
+                    "HostSuspect",
+                    f"host {host.name} is suspect: no renewal for {age:.1f} s (more than "
+                    f"{suspect_after:g} s); its guests stay put unless its lease expires",
+                    warning=True,
+                ),
+            ]
+        if host.state == HostState.SUSPECT.value:
+            return [
+                SetHostState(host.name, HostState.READY),
+                Emit("Host", host.name, "HostRecovered", f"host {host.name} renews again"),
+            ]
         if host.state != HostState.READY.value:
             return [
                 SetHostState(host.name, HostState.READY),

@@ -32,6 +32,7 @@ class HostRecord:
     spec: JSON
     status: JSON | None
     live: bool
+    beat: float | None = None  # server time of the last renewal (None: not recorded)
 
     @property
     def state(self) -> str | None:
@@ -63,10 +64,21 @@ async def read_hosts(state: ClusterState) -> dict[str, HostRecord]:
     records = await _map(state, keys.object_prefix(Kind.HOST))
     statuses = await _map(state, keys.HOST_STATUS)
     live = await _map(state, keys.HOST_LIVE)
+    beats = await _map(state, keys.HOST_BEAT)
     return {
-        name: HostRecord(name, rec["spec"], statuses.get(name, (None, 0))[0], name in live)
+        name: HostRecord(
+            name,
+            rec["spec"],
+            statuses.get(name, (None, 0))[0],
+            name in live,
+            _beat_time(beats.get(name, (None, 0))[0]),
+        )
         for name, (rec, _) in records.items()
     }
+
+
+def _beat_time(beat: JSON | None) -> float | None:
+    return float(beat["at"]) if beat and "at" in beat else None
 
 
 async def read_host(state: ClusterState, name: str) -> HostRecord | None:
@@ -76,8 +88,13 @@ async def read_host(state: ClusterState, name: str) -> HostRecord | None:
         return None
     status = await state.store.get(keys.host_status_key(name))
     live = await state.store.get(keys.host_live_key(name))
+    beat = await state.store.get(keys.host_beat_key(name))
     return HostRecord(
-        name, loads(rec.value)["spec"], loads(status.value) if status else None, live is not None
+        name,
+        loads(rec.value)["spec"],
+        loads(status.value) if status else None,
+        live is not None,
+        _beat_time(loads(beat.value) if beat else None),
     )
 
 

@@ -23,12 +23,18 @@ Vocabulary: *layout* — every name and address, computed up front (:func:`plan_
     server/                  podium.db, admin.conf, TLS files, server.log
     hosts/<host>/            token (join, then the host's own), ca.pem, agent.log
     data/<host>/, volumes/   the agents' --data-dir (shared): guest folders, the "SAN"
+    etcd/e1..e3 (+ .log)     ``--store etcd3``: the members' data dirs (127.0.0.1 ports)
+
+``kill_host`` / ``restart_agent`` crash a host (agent + its QEMUs, SIGKILL by PID) and
+bring its agent back, for failover benchmarks and chaos tests.
 
 ``down`` keeps the lab dir (logs); the next ``up`` of that name starts it afresh.
 """
 
 from podium.lab._down import DownReport, lab_down
 from podium.lab._errors import LabError
+from podium.lab._etcd import ETCD3, EtcdMember
+from podium.lab._hosts import kill_host, restart_agent
 from podium.lab._layout import (
     DEFAULT_NAME,
     DEFAULT_SUBNET,
@@ -43,15 +49,19 @@ from podium.lab._up import LabInfo, lab_up
 __all__ = [
     "DEFAULT_NAME",
     "DEFAULT_SUBNET",
+    "ETCD3",
     "DownReport",
+    "EtcdMember",
     "HostLayout",
     "LabError",
     "LabInfo",
     "LabLayout",
     "LabState",
+    "kill_host",
     "lab_dir",
     "lab_down",
     "lab_up",
     "load_state",
     "plan_lab",
+    "restart_agent",
 ]

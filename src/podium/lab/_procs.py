@@ -93,7 +93,7 @@ def _signal(proc: Proc, sig: int) -> None:
             os.kill(proc.pid, sig)
 
 
-def _wait(procs: Iterable[Proc], timeout: float) -> list[Proc]:
+def wait_gone(procs: Iterable[Proc], timeout: float) -> list[Proc]:
     """Poll until all are dead or ``timeout`` passes; return those still alive."""
     left = list(procs)
     deadline = time.monotonic() + timeout
@@ -113,10 +113,10 @@ def stop(procs: Sequence[Proc], grace: float = 10.0) -> list[Proc]:
     live = [p for p in procs if alive(p)]
     for proc in live:
         _signal(proc, signal.SIGTERM)
-    left = _wait(live, grace)
+    left = wait_gone(live, grace)
     for proc in left:
         _signal(proc, signal.SIGKILL)
-    stuck = _wait(left, KILL_WAIT)
+    stuck = wait_gone(left, KILL_WAIT)
     if stuck:
         names = ", ".join(f"{p.what or 'process'} (PID {p.pid})" for p in stuck)
         raise LabError(f"{names} survived SIGKILL for {KILL_WAIT:g} s; kill it by hand")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from podium.lab._errors import LabError
+from podium.lab._etcd import EtcdMember
 from podium.lab._layout import HostLayout, LabLayout
 from podium.lab._procs import Proc
 
@@ -35,14 +36,19 @@ class LabState:
     config: str = ""  # admin.conf
     server: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)  # host name -> agent
+    etcd: list[EtcdMember] = field(default_factory=list)  # --store etcd3: the lab's members
 
     @property
     def path(self) -> Path:
         return Path(self.dir) / STATE_FILE
 
     def procs(self) -> list[Proc]:
-        """The processes the lab started itself: agents first, then the server."""
-        return [*self.agents.values(), *([self.server] if self.server else [])]
+        """The processes the lab started itself: agents, the server, then etcd members."""
+        return [
+            *self.agents.values(),
+            *([self.server] if self.server else []),
+            *(m.proc for m in self.etcd if m.proc is not None),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,6 +74,12 @@ def _proc(data: dict[str, Any] | None) -> Proc | None:
     return None if data is None else Proc(int(data["pid"]), int(data["start"]), data["what"])
 
 
+def _member(data: dict[str, Any]) -> EtcdMember:
+    return EtcdMember(
+        str(data["name"]), int(data["client_port"]), int(data["peer_port"]), _proc(data["proc"])
+    )
+
+
 def _layout(data: dict[str, Any]) -> LabLayout:
     hosts = tuple(HostLayout(**h) for h in data.pop("hosts"))
     data["guest_range"] = tuple(data["guest_range"])
@@ -91,6 +103,7 @@ def load_state(directory: Path) -> LabState | None:
             layout=_layout(data.pop("layout")),
             server=_proc(data.pop("server")),
             agents={k: v for k, v in agents.items() if v is not None},
+            etcd=[_member(m) for m in data.pop("etcd", [])],  # absent: a lab without etcd
             **data,
         )
     except (KeyError, TypeError, ValueError) as err:

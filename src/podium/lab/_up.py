@@ -2,7 +2,8 @@
 
 ::
 
-    plan_lab ──> lab.json (status starting) ──> fabric ns: fab0 + fabric address
+    plan_lab ──> lab.json (status starting) ──> --store etcd3: 3 etcd members on loopback
+        ──> fabric ns: fab0 + fabric address
         ──> per host ns: br0 (+ management address) ──up0 veth up-hI──> fab0
         ──> server (subprocess, root ns): 127.0.0.1:PORT for the CLI,
                                           pdm-<lab>-fab@10.213.0.1:7443 for the agents
@@ -37,7 +38,15 @@ from podium.drivers.net import (
 )
 from podium.lab._down import teardown
 from podium.lab._errors import LabError
-from podium.lab._layout import DEFAULT_SUBNET, LabLayout, lab_dir, namespace_prefix, plan_lab
+from podium.lab._etcd import ETCD3, EtcdMember, etcd_binary, start_members, store_url
+from podium.lab._layout import (
+    DEFAULT_SUBNET,
+    HostLayout,
+    LabLayout,
+    lab_dir,
+    namespace_prefix,
+    plan_lab,
+)
 from podium.lab._procs import exited, spawn
 from podium.lab._state import LabState, load_state
 
@@ -75,7 +84,7 @@ def _tail(path: Path, size: int = 1500) -> str:
         return "(no log)"
 
 
-def _preflight(name: str, driver: str, directory: Path) -> str:
+def _preflight(name: str, driver: str, store: str | None, directory: Path) -> str:
     if os.geteuid() != 0:
         raise LabError("podium lab needs root: it makes network namespaces, bridges and veths")
     ip = shutil.which("ip")
@@ -83,6 +92,8 @@ def _preflight(name: str, driver: str, directory: Path) -> str:
         raise LabError("podium lab needs iproute2's ip (apt-get install iproute2)")
     if driver not in DRIVERS:
         raise LabError(f"unknown --driver {driver!r}: expected one of {', '.join(DRIVERS)}")
+    if store == ETCD3:
+        etcd_binary()  # raises with how to install it
     if load_state(directory) is not None:
         raise LabError(
             f"lab {name} is up already ({directory / 'lab.json'}): podium lab down first"
@@ -147,6 +158,20 @@ def _start_server(state: LabState, server_dir: Path, host_ttl: int) -> None:
     raise LabError(f"podium server did not start in {SERVER_START_TIMEOUT:g} s; see {log}")
 
 
+def _start_etcd(state: LabState, directory: Path, say: Say) -> None:
+    """Start the lab's etcd cluster; point ``state.store`` at it."""
+
+    def record(members: list[EtcdMember]) -> None:
+        state.etcd = list(members)
+        state.save()
+
+    token = f"podium-lab-{state.layout.name}-{os.getpid()}"
+    members = start_members(directory, token, record, say=say)
+    state.store = store_url(members)
+    state.save()
+    say(f"etcd cluster: {state.store}")
+
+
 async def _mint(config: ClientConfig) -> str:
     async with AsyncPodiumClient(config) as client:
         token: str = (await client.create_token("join", ttl=600))["token"]
@@ -169,10 +194,31 @@ def qemu_host_capacity(hosts: int) -> tuple[float, int]:
     return float((os.cpu_count() or 1) * 4), memory
 
 
-def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: Say) -> None:
+def agent_argv(state: LabState, ip: str, host: HostLayout) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment the lab runs ``host``'s agent with."""
     layout = state.layout
     data_dir = Path(state.dir) / "data"  # shared: guests in DATA/<host>, volumes in DATA/volumes
-    for host in layout.hosts:
+    token = Path(state.dir) / "hosts" / host.name / "token"
+    argv = [
+        ip, "netns", "exec", host.netns,
+        sys.executable, "-m", "podium", "agent",
+        "--server", layout.fabric_url,
+        "--token-file", str(token),
+        "--name", host.name,
+        "--driver", state.driver,
+        "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    for key, value in host.labels.items():
+        argv += ["--label", f"{key}={value}"]
+    argv += ["--migration-address", host.ip]
+    if state.driver == "qemu":
+        cpu, memory_mib = qemu_host_capacity(len(layout.hosts))
+        argv += ["--cpu", f"{cpu:g}", "--memory-mib", str(memory_mib)]
+    return argv, {**os.environ, BRIDGE_ENV: host.bridge}
+
+
+def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: Say) -> None:
+    for host in state.layout.hosts:
         home = Path(state.dir) / "hosts" / host.name
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = home / "token"
@@ -181,22 +227,7 @@ def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: 
             out.write(join + "\n")
         if ca_pem:
             (home / "ca.pem").write_text(ca_pem)
-        argv = [
-            ip, "netns", "exec", host.netns,
-            sys.executable, "-m", "podium", "agent",
-            "--server", layout.fabric_url,
-            "--token-file", str(token),
-            "--name", host.name,
-            "--driver", state.driver,
-            "--data-dir", str(data_dir),
-        ]  # fmt: skip
-        for key, value in host.labels.items():
-            argv += ["--label", f"{key}={value}"]
-        argv += ["--migration-address", host.ip]
-        if state.driver == "qemu":
-            cpu, memory_mib = qemu_host_capacity(len(layout.hosts))
-            argv += ["--cpu", f"{cpu:g}", "--memory-mib", str(memory_mib)]
-        env = {**os.environ, BRIDGE_ENV: host.bridge}
+        argv, env = agent_argv(state, ip, host)
         state.agents[host.name] = spawn(argv, home / "agent.log", f"agent {host.name}", env)
         state.save()
         say(f"agent {host.name}: PID {state.agents[host.name].pid}")
@@ -246,7 +277,7 @@ def _ensure_image(say: Say) -> None:
 
 def _fresh_dir(directory: Path) -> None:
     """Forget a previous run's store, TLS files, tokens and logs (lab.json is gone)."""
-    for sub in ("server", "hosts", "data"):
+    for sub in ("server", "hosts", "data", "etcd"):
         shutil.rmtree(directory / sub, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -269,7 +300,7 @@ def lab_up(
     """
     directory = lab_dir(name, root)
     layout = plan_lab(name, hosts, subnet)
-    ip = _preflight(name, driver, directory)
+    ip = _preflight(name, driver, store, directory)
     if driver == "qemu":
         _ensure_image(say)
     _fresh_dir(directory)
@@ -283,6 +314,8 @@ def lab_up(
     )
     state.save()
     try:
+        if store == ETCD3:
+            _start_etcd(state, directory / "etcd", say)
         _make_network(layout, say)
         _start_server(state, server_dir, host_ttl)
         say(f"server {state.server_url} (agents dial {layout.fabric_url})")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from podium.server import ServerError, ServerSettings, serve
+from podium.server._settings import SUSPECT_HELP
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:7443", help="HOST:PORT (port 0: any)")
     p.add_argument("--data-dir", type=Path, default=Path("/var/lib/podium"))
     p.add_argument("--host-ttl", type=int, default=10, help="agent lease TTL, seconds")
+    p.add_argument("--host-suspect-after", type=float, default=None, help=SUSPECT_HELP)
     p.add_argument("--leader-ttl", type=int, default=10, help="leadership lease TTL, seconds")
     p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback tests only)")
     p.add_argument("--san", action="append", default=[], help="extra certificate name/IP")
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         listen=args.listen,
         data_dir=args.data_dir,
         host_ttl=args.host_ttl,
+        host_suspect_after=args.host_suspect_after,
         leader_ttl=args.leader_ttl,
         insecure=args.insecure,
         sans=tuple(args.san),

@@ -51,8 +51,10 @@ class LeaderLoop:
         max_migrations: int = 2,
         max_migrations_per_host: int = 1,
         migration_prepare_timeout: float = 60.0,
+        host_suspect_after: float | None = None,
     ) -> None:
         self.host_ttl = host_ttl
+        self.host_suspect_after = host_suspect_after
         self.migration_limits = (max_migrations, max_migrations_per_host, migration_prepare_timeout)
         self.leader_ttl = leader_ttl
         self.identity = identity
@@ -96,7 +98,11 @@ class LeaderLoop:
                     self.leading = True
                     log.info("elected leader (%s): running the controllers", self.identity)
                     manager = self._manager(
-                        state, self._scheduler(), host_ttl=self.host_ttl, migrations=limits
+                        state,
+                        self._scheduler(),
+                        host_ttl=self.host_ttl,
+                        migrations=limits,
+                        suspect_after=self.host_suspect_after,
                     )
                     if self.metrics is not None:
                         self.metrics.track_controller_stats(manager.stats)

@@ -116,8 +116,15 @@ def _resolve_runner(
             "--max-migrations and --max-migrations-per-host must be at least 1 "
             f"(got {settings.max_migrations} and {settings.max_migrations_per_host})"
         )
+    suspect_after = settings.host_suspect_after
+    if suspect_after is not None and not 0 < suspect_after < settings.host_ttl:
+        raise ServerError(
+            f"--host-suspect-after must be above 0 and below --host-ttl ({settings.host_ttl} s), "
+            f"got {suspect_after:g}"
+        )
     loop = LeaderLoop(
         host_ttl=settings.host_ttl,
+        host_suspect_after=suspect_after,
         leader_ttl=settings.leader_ttl,
         identity=identity,
         metrics=metrics,

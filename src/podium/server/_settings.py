@@ -8,6 +8,14 @@ from pathlib import Path
 
 from podium.state import GuestNetwork
 
+SUSPECT_HELP = (
+    "Seconds without a host lease renewal after which a live host is shown suspect "
+    "(HostSuspect; default: half the host TTL). Suspect is a warning only: guests stay "
+    "put and move only once the lease expires (--host-ttl), so a lower value reports "
+    "trouble sooner but flags more hosts that merely stalled (GC, I/O, a slow network); "
+    "a value at or above --host-ttl is refused."
+)
+
 
 class ServerError(Exception):
     """The server cannot start or had to stop; ``str()`` is one line saying what to do.
@@ -29,6 +37,8 @@ class ServerSettings:
     there; their addresses join the certificate's names.
     ``guest_subnet`` (CIDR), ``guest_pool`` (``FIRST-LAST``), ``guest_gateway``: the
     guest network NIC addresses come from (none: guests get MACs only).
+    ``host_suspect_after``: seconds without a renewal after which a live host is shown
+    ``suspect`` (default ``host_ttl / 2``; see ``--host-suspect-after``).
     ``max_migrations`` (cluster-wide) and ``max_migrations_per_host`` (as source or
     target) cap live migrations in flight; a target that is not ready within
     ``migration_prepare_timeout`` seconds fails its migration.
@@ -38,6 +48,7 @@ class ServerSettings:
     listen: str = "127.0.0.1:7443"
     data_dir: Path = Path("/var/lib/podium")
     host_ttl: int = 10
+    host_suspect_after: float | None = None
     insecure: bool = False
     sans: tuple[str, ...] = field(default_factory=tuple)
     leader_ttl: int = 10

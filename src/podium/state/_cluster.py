@@ -54,6 +54,7 @@ class StateError(Exception):
         StateError
         ├── NotFound        the object does not exist
         ├── Conflict        a guarded write lost a race or breaks an ownership rule
+        │   └── GuardFailed a caller's guard (e.g. leadership) no longer holds: do not retry
         └── StaleEpoch      an agent reported for a binding that is no longer current
     """
 
@@ -64,6 +65,27 @@ class NotFound(StateError):
 
 class Conflict(StateError):
     """The write conflicts with the current state (retry, or change the request)."""
+
+
+class GuardFailed(Conflict):
+    """A compare the caller added (e.g. ``leadership.compare``) failed: a deposed leader."""
+
+
+async def check_guard(store: Store, guard: Sequence[Compare], what: str) -> None:
+    """Raise :class:`GuardFailed` if any of ``guard`` (``=`` on mod/version/create) fails.
+
+    Called after a guarded transaction failed, to tell a lost race (retry) from a
+    guard that no longer holds (never retry: someone else leads now).
+    """
+    for compare in guard:
+        kv = await store.get(compare.key)
+        field_value = {
+            "mod": kv.mod_revision if kv else 0,
+            "version": kv.version if kv else 0,
+            "create": kv.create_revision if kv else 0,
+        }.get(compare.target)
+        if compare.op == "=" and field_value is not None and field_value != compare.value:
+            raise GuardFailed(f"{what}: guard on {compare.key} no longer holds (deposed leader?)")
 
 
 class StaleEpoch(StateError):
@@ -165,9 +187,15 @@ class ClusterState:
             record["owner"] = owner
         return record
 
-    async def create_owned_guests(self, app: str, specs: Sequence[tuple[str, JSON]]) -> int:
-        """Create guests owned by ``app`` (skipping names that exist); return how many."""
-        return await _ipam.create_owned_guests(self, app, specs)
+    async def create_owned_guests(
+        self, app: str, specs: Sequence[tuple[str, JSON]], *, guard: Sequence[Compare] = ()
+    ) -> int:
+        """Create guests owned by ``app`` (skipping names that exist); return how many.
+
+        ``guard``: compares every transaction carries (the app controller's leadership);
+        raises :class:`GuardFailed` once one fails.
+        """
+        return await _ipam.create_owned_guests(self, app, specs, guard=guard)
 
     async def get_record(self, kind: Kind, name: str) -> JSON | None:
         record, _ = await self._get_json(keys.object_key(kind, name))
@@ -250,11 +278,19 @@ class ClusterState:
         res = await self.store.range(prefix)
         return {kv.key[len(prefix) :]: loads(kv.value) for kv in res.kvs}
 
-    async def delete_object(self, kind: Kind, name: str, *, force_owned: bool = False) -> int:
+    async def delete_object(
+        self,
+        kind: Kind,
+        name: str,
+        *,
+        force_owned: bool = False,
+        guard: Sequence[Compare] = (),
+    ) -> int:
         """Delete an object and everything keyed by it; return the revision.
 
         Deleting a guest also removes its binding and assignment (its agent stops it).
-        Raises :class:`NotFound`, or :class:`Conflict` for a guest owned by an App.
+        Raises :class:`NotFound`, or :class:`Conflict` for a guest owned by an App;
+        :class:`GuardFailed` if one of ``guard`` (e.g. leadership) fails.
         """
         key = keys.object_key(kind, name)
         record, kv = await self._get_json(key)
@@ -275,8 +311,10 @@ class ClusterState:
             ops += _migrations.Migrations.delete_ops(name, binding)
         elif kind is Kind.HOST:
             ops += [Delete(keys.host_status_key(name)), Delete(keys.host_live_key(name))]
-        result = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], ops)
+            ops.append(Delete(keys.host_beat_key(name)))
+        result = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision), *guard], ops)
         if not result.succeeded:
+            await check_guard(self.store, guard, f"deleting {kind.value} {name!r}")
             raise Conflict(f"{kind.value} {name!r} changed while deleting it; try again")
         return result.revision
 
@@ -312,14 +350,26 @@ class ClusterState:
             "agent_version": agent_version,
             "since": self._clock(),
         }
+        beat = {"at": status["since"], "lease": lease}  # registering counts as a renewal
         await self.store.txn(
             [],
             [
                 Put(key, dumps(record)),
                 Put(keys.host_status_key(name), dumps(status)),
                 Put(keys.host_live_key(name), dumps({"lease": lease}), lease=lease),
+                Put(keys.host_beat_key(name), dumps(beat), lease=lease),
             ],
         )
+
+    async def record_keepalive(self, name: str, lease: int) -> None:
+        """Record (server time) that ``name`` renewed ``lease`` just now.
+
+        The host controller marks a host ``suspect`` when this gets old while the lease
+        still lives. The key hangs on the lease, so it goes with it. Raises the store's
+        ``LeaseNotFound`` if the lease is gone.
+        """
+        beat = {"at": self._clock(), "lease": lease}
+        await self.store.put(keys.host_beat_key(name), dumps(beat), lease=lease)
 
     async def set_host_state(self, name: str, state: HostState) -> None:
         """Record a host's liveness as the controllers judge it."""
@@ -441,11 +491,18 @@ class ClusterState:
                 return
         raise Conflict(f"status of {guest}: too much contention")
 
-    async def note_unplaced(self, guest: str, reason: str) -> None:
-        """Record why the scheduler could not place an unbound guest (shown as its message)."""
+    async def note_unplaced(
+        self, guest: str, reason: str, *, guard: Sequence[Compare] = ()
+    ) -> bool:
+        """Record why the scheduler could not place an unbound guest (shown as its message).
+
+        ``guard``: extra compares (leadership). True if noted (or nothing to note);
+        False if the binding changed meanwhile; raises :class:`GuardFailed` if a guard
+        failed.
+        """
         binding, rev = await self.get_binding(guest)
         if binding.host is not None:
-            return
+            return True
         status = {
             "state": GuestState.PENDING.value,
             "host": None,
@@ -455,11 +512,14 @@ class ClusterState:
         }
         current, _ = await self._get_json(keys.guest_status_key(guest))
         if current and current.get("message") == reason and current.get("host") is None:
-            return
-        await self.store.txn(
-            [Compare(keys.binding_key(guest), "mod", "=", rev)],
+            return True
+        result = await self.store.txn(
+            [Compare(keys.binding_key(guest), "mod", "=", rev), *guard],
             [Put(keys.guest_status_key(guest), dumps(status))],
         )
+        if not result.succeeded:
+            await check_guard(self.store, guard, f"noting why {guest} waits")
+        return result.succeeded
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -501,11 +561,26 @@ class ClusterState:
 
     # -- events --------------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The state layer's clock (server time: what events and statuses are stamped with)."""
+        return self._clock()
+
     async def emit(
-        self, kind: str, name: str, reason: str, message: str, *, warning: bool = False
+        self,
+        kind: str,
+        name: str,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        at: float | None = None,
     ) -> None:
-        """Append a cluster event (shown by ``podium events``)."""
-        now = self._clock()
+        """Append a cluster event (shown by ``podium events``).
+
+        ``at``: when it happened, if earlier than now (a fence an agent reports late);
+        events are listed in time order, so it appears where it happened.
+        """
+        now = self._clock() if at is None else at
         key = f"{keys.EVENTS}{int(now * 1e9):020d}-{secrets.token_hex(3)}"
         event = {
             "time": now,

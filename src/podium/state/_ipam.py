@@ -287,13 +287,19 @@ def assignment_spec(record: JSON) -> JSON:
 
 
 async def create_owned_guests(
-    state: _cluster.ClusterState, app: str, specs: Sequence[tuple[str, JSON]]
+    state: _cluster.ClusterState,
+    app: str,
+    specs: Sequence[tuple[str, JSON]],
+    *,
+    guard: Sequence[Compare] = (),
 ) -> int:
     """Create guests owned by ``app`` with their NICs, skipping names that exist.
 
     As many guests per transaction as the store's operation limit allows; a lost race
     re-reads and retries. Returns how many were created; raises
-    :class:`~podium.state.Conflict` if races keep being lost, or no address is free.
+    :class:`~podium.state.Conflict` if races keep being lost, or no address is free,
+    and :class:`~podium.state.GuardFailed` once a compare of ``guard`` (every
+    transaction carries them: leadership) fails.
     """
     store = state.store
     todo = list(specs)
@@ -313,15 +319,17 @@ async def create_owned_guests(
             more_ops: list[Op] = []
             await nics.realise(record, more_compares, more_ops)
             more_ops.append(Put(key, _cluster.dumps(record)))
-            if batch and len(ops) + len(more_ops) > MAX_TXN_OPS:
+            size = max(len(ops) + len(more_ops), len(compares) + len(more_compares) + len(guard))
+            if batch and size > MAX_TXN_OPS:
                 break
             compares += more_compares
             ops += more_ops
             batch += 1
             consumed += 1
         if batch:
-            result = await store.txn(compares, ops)
+            result = await store.txn([*compares, *guard], ops)
             if not result.succeeded:
+                await _cluster.check_guard(store, guard, f"creating guests of App {app!r}")
                 losses += 1
                 if losses > _cluster.MAX_TXN_RETRIES:
                     raise _cluster.Conflict(

@@ -7,6 +7,7 @@
     /podium/objects/Host/<name>           Host spec: capacity, labels, cordoned (agent, operator)
     /podium/hoststatus/<host>             Host status: state, lease, driver (server)
     /podium/hostlive/<host>               present while the host lease lives (attached to it)
+    /podium/hostbeat/<host>               {at, lease}: server time of the last renewal (on lease)
     /podium/bindings/<guest>              {host, epoch}: where a guest should run (controllers)
     /podium/assign/<host>/<guest>         what an agent watches: guest uid, epoch, spec
     /podium/guestatus/<guest>             observed state, reported by the bound agent
@@ -28,6 +29,7 @@ ROOT = "/podium/"
 OBJECTS = ROOT + "objects/"
 HOST_STATUS = ROOT + "hoststatus/"
 HOST_LIVE = ROOT + "hostlive/"
+HOST_BEAT = ROOT + "hostbeat/"
 BINDINGS = ROOT + "bindings/"
 ASSIGN = ROOT + "assign/"
 GUEST_STATUS = ROOT + "guestatus/"
@@ -55,6 +57,10 @@ def host_status_key(host: str) -> str:
 
 def host_live_key(host: str) -> str:
     return HOST_LIVE + host
+
+
+def host_beat_key(host: str) -> str:
+    return HOST_BEAT + host
 
 
 def binding_key(guest: str) -> str:

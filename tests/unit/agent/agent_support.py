@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from podium.agent import LeaseExpired, LinkError, Registration
+from podium.agent import FenceReport, LeaseExpired, LinkError, Registration
 from podium.drivers import (
     BackupError,
     BackupRequest,
@@ -40,6 +40,7 @@ class FakeLink:
         self.interval = interval
         self.lease = 0
         self.registrations = 0
+        self.fence_reports: list[FenceReport | None] = []  # per registration, in order
         self.keepalives = 0
         self.revision = 1
         self.assigned: dict[str, dict[str, Any]] = {}
@@ -129,10 +130,13 @@ class FakeLink:
         labels: dict[str, Any],
         driver: str,
         agent_version: str,
+        *,
+        fenced: FenceReport | None = None,
     ) -> Registration:
         self._check()
         if self.register_down:
             raise LinkError("register timed out (fake)")
+        self.fence_reports.append(fenced)
         self.registrations += 1
         self.lease += 1
         token = "pdm_agent_fake" if self.registrations == 1 else None

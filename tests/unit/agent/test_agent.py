@@ -152,6 +152,11 @@ async def test_fences_when_keepalives_fail_then_recovers(watchdog: Watchdog) -> 
     assert link.states("a") == ["starting", "running", "starting", "running"]
     assert agent.fence.fences == 1
     assert link.registrations == 2
+    # the server hears of the fence when the host registers again: why, when, what died
+    first, second = link.fence_reports
+    assert first is None and second is not None
+    assert second.reason.startswith("no lease renewal for too long") and second.killed == 1
+    assert second.seconds_ago == 0.0  # the test clock stood still since the fence
     assert list(agent.history) == [
         AgentState.STARTING,
         AgentState.REGISTERING,
@@ -161,6 +166,31 @@ async def test_fences_when_keepalives_fail_then_recovers(watchdog: Watchdog) -> 
         AgentState.ACTIVE,
         AgentState.STOPPED,
     ]
+
+
+async def test_fenced_agent_back_does_not_restart_a_guest_that_was_moved(
+    watchdog: Watchdog,
+) -> None:
+    clock = Clock()
+    link, driver = FakeLink(ttl=10), LoggingDriver()
+    link.assign("a")
+    link.assign("b")
+    agent = make_agent(link, driver, watchdog, clock=clock, safety_margin=2.0)
+    async with running(agent):
+        await eventually(lambda: driver.running() == ["a", "b"])
+        link.down = True  # a partition: the host can reach nothing
+        clock.now += 8.5
+        await eventually(lambda: driver.running() == [])  # fenced: both killed
+        # meanwhile the control plane moved a to another host (its assignment here goes)
+        link.down = False
+        link.unassign("a")
+        await eventually(lambda: link.registrations == 2)
+        await eventually(lambda: driver.running() == ["b"])
+        await asyncio.sleep(0.3)
+        assert driver.running() == ["b"]
+    assert driver.ops("a")[:2] == ["create", "start"] and driver.ops("a").count("start") == 1
+    assert "a" not in driver.snapshot()  # the killed copy was cleaned up, never restarted
+    assert link.fence_reports[1] is not None and link.fence_reports[1].killed == 2
 
 
 async def test_watchdog_thread_fences_while_the_event_loop_is_blocked(watchdog: Watchdog) -> None:

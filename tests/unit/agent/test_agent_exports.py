@@ -14,6 +14,7 @@ def test_exports() -> None:
         "CancelMigration",
         "DEFAULT_WATCHDOG",
         "Fence",
+        "FenceReport",
         "LeaseExpired",
         "LinkError",
         "MigrateOut",
@@ -47,7 +48,7 @@ def test_link_protocol_matches_the_contract() -> None:
         )
     }
     assert params == {
-        "register": ["name", "capacity", "labels", "driver", "agent_version"],
+        "register": ["name", "capacity", "labels", "driver", "agent_version", "fenced"],
         "keepalive": ["host", "lease"],
         "assignments": ["host"],
         "watch_assignments": ["host", "from_revision"],

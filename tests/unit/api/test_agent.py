@@ -181,3 +181,38 @@ async def test_register_validates_its_body(make_client: MakeClient, state: Clust
         "body field 'capacity.cpu' is required",
     )
     assert await state.store.get(keys.object_key(Kind.HOST, "h1")) is None
+
+
+async def test_keepalive_records_the_server_time_of_each_renewal(
+    make_client: MakeClient, state: ClusterState, store: MemoryStore, clock: Any
+) -> None:
+    agent, body = await join(make_client, state, "h1")
+    beat = await store.get(keys.host_beat_key("h1"))
+    assert beat is not None and json.loads(beat.value)["at"] == clock.now
+    assert beat.lease == body["lease"]  # it goes with the lease
+    clock.now += 1.5
+    await agent.post("/api/v1/agent/h1/keepalive", json={"lease": body["lease"]})
+    beat = await store.get(keys.host_beat_key("h1"))
+    assert beat is not None and json.loads(beat.value) == {"at": clock.now, "lease": body["lease"]}
+
+
+async def test_register_after_a_fence_records_host_fenced_at_the_fence_time(
+    make_client: MakeClient, state: ClusterState, clock: Any
+) -> None:
+    agent, _ = await join(make_client, state, "h1")
+    clock.now += 2
+    await state.emit("Host", "h1", "HostLost", "lost")  # the server's view, meanwhile
+    clock.now += 10
+    fenced = {"reason": "no lease renewal for too long", "seconds_ago": 11, "killed": 2}
+    again = await agent.post("/api/v1/agent/register", json=registration("h1", fenced=fenced))
+    assert again.status_code == 200, again.text
+    items, _ = await state.list_events()
+    fence = next(e for e in items if e["reason"] == "HostFenced")
+    assert fence["type"] == "Warning" and fence["time"] == clock.now - 11
+    assert "killing 2 guest(s): no lease renewal for too long" in fence["message"]
+    # listed where it happened: after the join, before the lost host and the re-registration
+    reasons = [e["reason"] for e in items]
+    assert reasons == ["HostJoined", "HostFenced", "HostLost", "HostReregistered"]
+    bad = {"reason": "x", "seconds_ago": -1}
+    rejected = await agent.post("/api/v1/agent/register", json=registration("h1", fenced=bad))
+    assert rejected.status_code == 422

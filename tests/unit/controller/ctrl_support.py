@@ -48,6 +48,12 @@ async def join(
     return lease.id
 
 
+async def renew(state: ClusterState, name: str, lease: int) -> None:
+    """Renew a host's lease the way the keepalive endpoint does (and record the renewal)."""
+    await state.store.keepalive(lease)
+    await state.record_keepalive(name, lease)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
     """Poll ``check`` until it holds."""
     async with asyncio.timeout(timeout):
@@ -60,6 +66,7 @@ async def running(
     state: ClusterState, clock: FakeClock, leadership: Leadership | None = None, **options: float
 ) -> AsyncIterator[ControllerManager]:
     """A ControllerManager running in the background for the body."""
+    options = {"liveness_interval": 0.05, **options}
     manager = ControllerManager(
         state, default_scheduler(), host_ttl=10, clock=clock, event_interval=0.02, **options
     )

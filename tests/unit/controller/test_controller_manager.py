@@ -9,7 +9,14 @@ from typing import Any
 from podium.model import GuestState, HostState, Kind, Manifest, Resources
 from podium.state import ClusterState, keys, loads
 from podium.store import EventType
-from tests.unit.controller.ctrl_support import FakeClock, eventually, join, running
+from tests.unit.controller.ctrl_support import (
+    FakeClock,
+    eventually,
+    join,
+    lead_by_fiat,
+    renew,
+    running,
+)
 
 REQ = {"cpu": 1, "memory_mib": 512, "iops": 10, "net_mbps": 10}
 
@@ -115,12 +122,14 @@ async def test_lost_host_guests_rebind_with_next_epoch_only_after_lease_expiry(
         )
         survivors = [h for h in leases if h != victim]
 
-        # 9 s without renewals: the lease is late, not expired. Nothing may move.
+        # 9 s without renewals: the lease is late, not expired. Suspect; nothing may move.
         for _ in range(9):
             clock.advance(1)
             for h in survivors:
-                await store.keepalive(leases[h])
+                await renew(state, h, leases[h])
+        await eventually(lambda: _has_events(state, "HostSuspect", 1))
         await asyncio.sleep(0.3)
+        assert (await state.get_object(Kind.HOST, victim))["status"]["state"] == "suspect"
         gs = await guests(state)
         assert all(
             gs[n]["status"]["host"] == victim and gs[n]["status"]["epoch"] == 1 for n in moving
@@ -130,7 +139,7 @@ async def test_lost_host_guests_rebind_with_next_epoch_only_after_lease_expiry(
         # the lease expires: now they move, with epoch 2, higher priority first
         clock.advance(1.5)
         for h in survivors:
-            await store.keepalive(leases[h])
+            await renew(state, h, leases[h])
 
         async def moved() -> bool:
             gs = await guests(state)
@@ -160,7 +169,7 @@ async def test_lost_host_guests_rebind_with_next_epoch_only_after_lease_expiry(
         statuses = [
             v["state"] for _, key, typ, v in history if key == keys.host_status_key(victim) and v
         ]
-        assert statuses == ["ready", "lost"]
+        assert statuses == ["ready", "suspect", "lost"]
         rebinds = [
             key
             for _, key, typ, v in history
@@ -278,3 +287,71 @@ async def test_thousands_of_guests_place_in_few_passes(
         elapsed = time.perf_counter() - started
         assert manager.stats().get("placement", 0) < 30
         assert elapsed < 20, f"placing 2000 guests took {elapsed:.1f} s"
+
+
+async def test_late_renewals_make_a_host_suspect_and_the_next_one_recovers_it(
+    state: ClusterState, clock: FakeClock
+) -> None:
+    leases = {h: await join(state, h) for h in ("h1", "h2")}
+    async with running(state, clock):
+        await state.apply([app("web", 2, spread="host")])
+
+        async def all_bound() -> bool:
+            gs = await guests(state)
+            return len(gs) == 2 and all(g["status"]["host"] for g in gs.values())
+
+        await eventually(all_bound)
+        before = {
+            n: (g["status"]["host"], g["status"]["epoch"]) for n, g in (await guests(state)).items()
+        }
+        clock.advance(4.9)  # not more than TTL/2 = 5 s: on time
+        await renew(state, "h2", leases["h2"])
+        await asyncio.sleep(0.2)
+        assert (await state.get_object(Kind.HOST, "h1"))["status"]["state"] == "ready"
+        clock.advance(0.2)
+        await renew(state, "h2", leases["h2"])
+        await eventually(lambda: _has_events(state, "HostSuspect", 1))
+        assert (await state.get_object(Kind.HOST, "h1"))["status"]["state"] == "suspect"
+        assert (await state.get_object(Kind.HOST, "h2"))["status"]["state"] == "ready"
+        await asyncio.sleep(0.2)  # guests of a suspect host stay put
+        after = {
+            n: (g["status"]["host"], g["status"]["epoch"]) for n, g in (await guests(state)).items()
+        }
+        assert after == before
+        await renew(state, "h1", leases["h1"])  # the next renewal: ready again at once
+        await eventually(lambda: _has_events(state, "HostRecovered", 1))
+        assert (await state.get_object(Kind.HOST, "h1"))["status"]["state"] == "ready"
+    h1_events = [r for r, n in await event_reasons(state) if n == "h1" and r.startswith("Host")]
+    assert h1_events == ["HostSuspect", "HostRecovered"]
+
+
+async def test_suspect_threshold_is_configurable(state: ClusterState, clock: FakeClock) -> None:
+    await join(state, "h1")
+    async with running(state, clock, suspect_after=1.0):
+        clock.advance(1.5)
+        await eventually(lambda: _has_events(state, "HostSuspect", 1))
+
+
+async def test_a_deposed_leader_creates_deletes_and_notes_nothing(
+    state: ClusterState, clock: FakeClock
+) -> None:
+    await join(state, "h1")
+    leadership = await lead_by_fiat(state)
+    async with running(state, clock, leadership):
+        await state.apply([app("web", 1, request={**REQ, "cpu": 64})])  # too big: noted
+
+        async def noted() -> bool:
+            web1 = (await guests(state)).get("web-1")
+            return bool(web1 and "hosts fit" in web1["status"]["message"])
+
+        await eventually(noted)
+        await state.store.put(keys.LEADER, b'{"identity": "other"}')  # another server leads
+        await state.apply([app("web", 3, request={**REQ, "cpu": 64})])
+        await state.apply([Manifest(Kind.GUEST, "solo", {"image": "tiny", "request": REQ})])
+        await asyncio.sleep(0.5)
+        assert sorted(await guests(state)) == ["solo", "web-1"]  # no replica created
+        solo = (await guests(state))["solo"]["status"]
+        assert solo["host"] is None and solo["message"] == "waiting for placement"  # no write
+        await state.apply([app("web", 0, request={**REQ, "cpu": 64})])
+        await asyncio.sleep(0.3)
+        assert "web-1" in await guests(state)  # and none deleted

@@ -164,3 +164,83 @@ def test_plan_placement_unbinds_what_cannot_move_and_notes_reasons_once() -> Non
     assert plan.actions == [Unbind("w-1", 10, "dead", reason), NoteUnplaced("new", reason)]
     noted = Snapshot(**{**snapshot.__dict__, "statuses": {"new": {"message": reason}}})
     assert NoteUnplaced("new", reason) not in plan_placement(noted, default_scheduler()).actions
+
+
+def beating(name: str, state: str, beat: float) -> HostRecord:
+    return HostRecord(name, {}, {"state": state, "lease": 7}, True, beat)
+
+
+def test_plan_host_suspect_after_missed_renewals_and_recovered_on_the_next() -> None:
+    ready, suspect = HostState.READY.value, HostState.SUSPECT.value
+    judge = {"lease_alive": True, "was_live": True, "retry": 1, "suspect_after": 5.0}
+    # renewed 5 s ago: on time (strictly more than the threshold is late)
+    assert plan_host(beating("h", ready, 100.0), now=105.0, **judge) == []  # type: ignore[arg-type]
+    late = plan_host(beating("h", ready, 100.0), now=105.5, **judge)  # type: ignore[arg-type]
+    assert late[0] == SetHostState("h", HostState.SUSPECT)
+    assert isinstance(late[1], Emit) and late[1].reason == "HostSuspect" and late[1].warning
+    assert "no renewal for 5.5 s" in late[1].message and "stay put" in late[1].message
+    # still late: nothing more to say; guests are not touched by the host controller
+    assert plan_host(beating("h", suspect, 100.0), now=108.0, **judge) == []  # type: ignore[arg-type]
+    back = plan_host(beating("h", suspect, 107.0), now=108.0, **judge)  # type: ignore[arg-type]
+    assert back[0] == SetHostState("h", HostState.READY)
+    assert isinstance(back[1], Emit) and back[1].reason == "HostRecovered"
+    # a suspect host whose lease expired is lost, as a ready one would be
+    gone = HostRecord("h", {}, {"state": suspect, "lease": 7}, False, 100.0)
+    lost = plan_host(gone, now=111.0, **{**judge, "lease_alive": False})  # type: ignore[arg-type]
+    assert lost[0] == SetHostState("h", HostState.LOST)
+    # no recorded renewal (an older server wrote the host): never suspect
+    assert plan_host(host("h", ready, True), now=1e9, **judge) == []  # type: ignore[arg-type]
+
+
+def test_plan_placement_places_nothing_new_on_a_suspect_host() -> None:
+    snapshot = Snapshot(
+        guests={"a": guest("a")},
+        bindings={},
+        statuses={},
+        hosts={"h1": host("h1", "suspect", True)},
+    )
+    plan = plan_placement(snapshot, default_scheduler())
+    assert plan.actions == [NoteUnplaced("a", "0/1 hosts fit: 1 were not ready")]
+
+
+def test_golden_short_capacity_after_a_host_loss_restarts_highest_priority_first() -> None:
+    """Golden scenario: 'dead' held five guests, the survivors have room for three.
+
+    h2 and h3 have 4 CPUs each; h2 already runs a 2-CPU guest. Every moving guest asks
+    for 2 CPUs: the three highest priorities move (in priority order), the two lowest
+    wait with the scheduler's reason (Unbind: shown as their status message), and so
+    does a new guest of priority 3 (no room is left when its turn comes).
+    """
+    big = {"cpu": 2, "memory_mib": 512, "iops": 0, "net_mbps": 0}
+
+    def g(name: str, priority: int) -> dict[str, Any]:
+        return {"name": name, "spec": {"request": big, "priority": priority}}
+
+    moving = {"p9": 9, "p7": 7, "p5": 5, "p2": 2, "p0": 0}
+    snapshot = Snapshot(
+        guests={
+            **{n: g(n, p) for n, p in moving.items()},
+            "resident": g("resident", 0),
+            "fresh": g("fresh", 3),
+        },
+        bindings={
+            **{n: BindingRow("dead", 4, 20 + i) for i, n in enumerate(moving)},
+            "resident": BindingRow("h2", 1, 30),
+        },
+        statuses={},
+        hosts={
+            "dead": host("dead", "lost", False),
+            "h2": host("h2", "ready", True),
+            "h3": host("h3", "ready", True),
+        },
+        expired=frozenset({"dead"}),
+    )
+    plan = plan_placement(snapshot, default_scheduler())
+    binds = [(a.guest, a.host) for a in plan.actions if isinstance(a, Bind)]
+    assert [name for name, _ in binds] == ["p9", "p7", "p5"]
+    assert sorted(h for _, h in binds) == ["h2", "h3", "h3"]
+    waiting = {a.guest: a.reason for a in plan.actions if isinstance(a, Unbind)}
+    reason = "0/3 hosts fit: 1 were not ready, 2 lacked cpu"
+    assert waiting == {"p2": reason, "p0": reason}
+    assert NoteUnplaced("fresh", reason) in plan.actions
+    assert all(a.moved_from == "dead" for a in plan.actions if isinstance(a, Bind))

@@ -17,16 +17,20 @@ def test_exports() -> None:
         "DEFAULT_NAME",
         "DEFAULT_SUBNET",
         "DownReport",
+        "ETCD3",
+        "EtcdMember",
         "HostLayout",
         "LabError",
         "LabInfo",
         "LabLayout",
         "LabState",
+        "kill_host",
         "lab_dir",
         "lab_down",
         "lab_up",
         "load_state",
         "plan_lab",
+        "restart_agent",
     ]
 
 

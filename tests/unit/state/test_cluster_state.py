@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from podium.model import GuestState, HostName, HostSpec, Kind, Manifest, Resources
-from podium.state import ClusterState, Conflict, NotFound, StaleEpoch, keys
+from podium.state import ClusterState, Conflict, GuardFailed, NotFound, StaleEpoch, keys
 from podium.store import Compare
 from podium.store.memory import MemoryStore
 
@@ -117,3 +117,42 @@ async def test_tokens_hashed_and_scoped(state: ClusterState) -> None:
     assert await state.lookup_token(expired) is None
     with pytest.raises(ValueError, match="unknown token role"):
         await state.create_token("root")
+
+
+async def test_a_deposed_leaders_replica_and_waiting_writes_are_rejected(
+    state: ClusterState,
+) -> None:
+    """create_owned_guests, delete_object and note_unplaced carry the leadership guard."""
+    store = state.store
+    term = await store.put(keys.LEADER, b'{"identity": "old"}')
+    guard = [Compare(keys.LEADER, "mod", "=", term)]
+    spec = {"image": "tiny", "request": REQ, "running": True}
+    assert await state.create_owned_guests("web", [("web-1", spec)], guard=guard) == 1
+    assert await state.note_unplaced("web-1", "0/0 hosts fit", guard=guard)
+
+    await store.put(keys.LEADER, b'{"identity": "new"}')  # another server leads now
+    with pytest.raises(GuardFailed, match="deposed leader"):
+        await state.create_owned_guests("web", [("web-2", spec)], guard=guard)
+    assert await state.get_record(Kind.GUEST, "web-2") is None
+    with pytest.raises(GuardFailed):
+        await state.note_unplaced("web-1", "something else", guard=guard)
+    view = await state.get_object(Kind.GUEST, "web-1")
+    assert view["status"]["message"] == "0/0 hosts fit"
+    with pytest.raises(GuardFailed):
+        await state.delete_object(Kind.GUEST, "web-1", force_owned=True, guard=guard)
+    assert await state.get_record(Kind.GUEST, "web-1") is not None
+    # GuardFailed is a Conflict: callers that retry conflicts keep working
+    assert issubclass(GuardFailed, Conflict)
+
+
+async def test_registration_and_keepalive_record_renewals_on_the_lease(
+    state: ClusterState,
+) -> None:
+    lease = (await state.store.grant(10)).id
+    spec = HostSpec(Resources(4, 4096, 100, 100), {})
+    await state.register_host(HostName("h1"), spec, lease=lease, driver="sim", agent_version="t")
+    beat = await state.store.get(keys.host_beat_key("h1"))
+    assert beat is not None and beat.lease == lease
+    await state.record_keepalive("h1", lease)
+    await state.store.revoke(lease)
+    assert await state.store.get(keys.host_beat_key("h1")) is None  # gone with the lease
