@@ -8,6 +8,7 @@ are ``pdm-<name>-*`` and its processes carry its own temp dir on their command l
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,34 @@ def ping_within(ns: str, address: str, seconds: float = 5.0) -> bool:
         if ping(ns, address, count=1).returncode == 0:
             return True
     return False
+
+
+@dataclass
+class CliLab:
+    """One lab driven through the CLI: ``up`` is what `podium lab up --json` returned."""
+
+    guard: LeakGuard
+    root: Path  # PODIUM_LAB_DIR
+    up: subprocess.CompletedProcess[str]
+
+    @property
+    def name(self) -> str:
+        return self.guard.name
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+    def podium(
+        self, *args: str, timeout: float = 90, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PODIUM_LAB_DIR": str(self.root), "COLUMNS": "200"}
+        if self.up.returncode == 0 and self.up.stdout.startswith("{"):
+            env["PODIUM_CONFIG"] = json.loads(self.up.stdout)["config"]
+        return subprocess.run(
+            [*PODIUM, *args], capture_output=True, text=True, timeout=timeout, env=env,
+            input=stdin, check=False,
+        )  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.dir / "lab.json").read_text())  # type: ignore[no-any-return]

@@ -7,12 +7,10 @@ down. The module's leak guard fails the module if anything of the lab outlives i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,7 @@ import pytest
 
 from podium.drivers.net import links, namespace_pids
 from tests.integration.lab.conftest import (
-    PODIUM,
-    LeakGuard,
+    CliLab,
     netns_run,
     new_guard,
     ping,
@@ -29,32 +26,7 @@ from tests.integration.lab.conftest import (
     root_links,
 )
 
-
-@dataclass
-class Lab:
-    guard: LeakGuard
-    root: Path  # PODIUM_LAB_DIR
-    up: subprocess.CompletedProcess[str]
-
-    @property
-    def name(self) -> str:
-        return self.guard.name
-
-    @property
-    def dir(self) -> Path:
-        return self.root / self.name
-
-    def podium(self, *args: str, timeout: float = 90, stdin: str | None = None):  # type: ignore[no-untyped-def]
-        env = {**os.environ, "PODIUM_LAB_DIR": str(self.root), "COLUMNS": "200"}
-        if self.up.returncode == 0 and self.up.stdout.startswith("{"):
-            env["PODIUM_CONFIG"] = json.loads(self.up.stdout)["config"]
-        return subprocess.run(
-            [*PODIUM, *args], capture_output=True, text=True, timeout=timeout, env=env,
-            input=stdin, check=False,
-        )  # fmt: skip
-
-    def state(self) -> dict[str, Any]:
-        return json.loads((self.dir / "lab.json").read_text())  # type: ignore[no-any-return]
+Lab = CliLab
 
 
 @pytest.fixture(scope="module")

@@ -14,41 +14,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.lab.conftest import PODIUM, LeakGuard, new_guard, require_netns
+from tests.integration.lab.conftest import PODIUM, CliLab, new_guard, require_netns
 from tests.support.components import missing_component
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
 
-@dataclass
-class Lab:
-    guard: LeakGuard
-    root: Path  # PODIUM_LAB_DIR
-    up: subprocess.CompletedProcess[str]
-
-    @property
-    def dir(self) -> Path:
-        return self.root / self.guard.name
-
-    def podium(
-        self, *args: str, timeout: float = 90, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PODIUM_LAB_DIR": str(self.root), "COLUMNS": "200"}
-        if self.up.returncode == 0 and self.up.stdout.startswith("{"):
-            env["PODIUM_CONFIG"] = json.loads(self.up.stdout)["config"]
-        return subprocess.run(
-            [*PODIUM, *args], capture_output=True, text=True, timeout=timeout, env=env,
-            input=stdin, check=False,
-        )  # fmt: skip
-
-    def state(self) -> dict[str, Any]:
-        return json.loads((self.dir / "lab.json").read_text())  # type: ignore[no-any-return]
+Lab = CliLab
 
 
 def _running(pid: int) -> bool:
