@@ -7,7 +7,9 @@
                               (inside pdm-<lab>-h, via podium.lab's spawn), lab.json updated
       pause_agent(h, s)       SIGSTOP, sleep s, SIGCONT (SIGCONT always, even on error)
       partition(h, s)         ip link set up0 down inside the host's namespace, s, then up
-      kill_server()           kill -9 the server, restart it on the same loopback port
+      kill_server(i, s)       kill -9 server i, restart it s later on the same ports
+      kill_leader(s)          the same for the server that leads (asked by /healthz)
+      kill_etcd_member(i, s)  kill -9 etcd member i (--store etcd3), restart it s later
       kill_qemu(uuid)         kill -9 one QEMU of a guest (the agent must notice)
 
 Every injector returns a :class:`Fault` record (what, where, when, how long); none runs
@@ -16,19 +18,23 @@ anything outside the lab's namespaces except signals to the lab's own processes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from podium.lab import LabState, load_state
+from podium.client import AsyncPodiumClient, ClientConfig, ClientError
+from podium.lab import LabError, LabState, load_state
+from podium.lab._etcd import healthy
 from podium.lab._procs import Proc, alive, spawn
+from podium.lab._servers import wait_listening
+from podium.lab._state import LabServer
 from tests.support.qemu_procs import qemu_processes
 
-READY = "podium server listening on "
 RESTART_TIMEOUT = 30.0
 IP_TIMEOUT = 10.0
 
@@ -70,6 +76,20 @@ def _argv_env(pid: int) -> tuple[list[str], dict[str, str]]:
     if not argv:
         raise FaultError(f"process {pid} has no command line (a zombie?)")
     return argv, env
+
+
+def _leads(config: ClientConfig, url: str) -> bool:
+    """Whether the server at ``url`` says it leads (False when it does not answer)."""
+
+    async def ask() -> bool:
+        only = replace(config, server=url, fallbacks=())
+        async with AsyncPodiumClient(only) as client:
+            return bool((await asyncio.wait_for(client.health(), 5.0))["leader"])
+
+    try:
+        return asyncio.run(ask())
+    except (ClientError, TimeoutError):
+        return False
 
 
 def _kill9(proc: Proc, timeout: float = 5.0) -> None:
@@ -167,34 +187,87 @@ class LabHandle:
         fault.healed = time.time()
         return fault
 
-    # -- the server ----------------------------------------------------------------------
+    # -- the servers ---------------------------------------------------------------------
 
-    def kill_server(self, down_for: float = 0.0) -> Fault:
-        """kill -9 the (only, hence leading) server; restart it on the same loopback port."""
+    def servers(self) -> list[LabServer]:
+        return list(self.state().servers)
+
+    def leader(self) -> int:
+        """The index of the server that leads now (asks every live server's /healthz)."""
         state = self.state()
-        if state.server is None or not alive(state.server):
-            raise FaultError("the lab's server is not running")
-        argv, env = _argv_env(state.server.pid)
-        port = state.server_url.rsplit(":", 1)[-1].rstrip("/")
+        config = ClientConfig.load(state.config)
+        leading = [
+            i
+            for i, server in enumerate(state.servers)
+            if server.proc is not None and alive(server.proc) and _leads(config, server.url)
+        ]
+        if len(leading) != 1:
+            raise FaultError(f"expected one leading server, found {len(leading)}: {leading}")
+        return leading[0]
+
+    def kill_server(
+        self, index: int = 0, down_for: float = 0.0, kind: str = "kill_server"
+    ) -> Fault:
+        """kill -9 server ``index``; ``down_for`` s later restart it on the same ports."""
+        state = self.state()
+        server = state.servers[index]
+        if server.proc is None or not alive(server.proc):
+            raise FaultError(f"server {index + 1} is not running")
+        argv, env = _argv_env(server.proc.pid)
+        port = server.url.rsplit(":", 1)[-1].rstrip("/")
         argv = [f"127.0.0.1:{port}" if a == "127.0.0.1:0" else a for a in argv]
-        fault = Fault("kill_server", "server", time.time(), detail={"pid": state.server.pid})
-        _kill9(state.server)
+        target = f"server{index + 1}"
+        fault = Fault(kind, target, time.time(), detail={"pid": server.proc.pid})
+        _kill9(server.proc)
         time.sleep(max(0.0, down_for))
-        log = self.dir / "server" / "server.log"
+        log = Path(server.dir) / "server.log"
         before = log.stat().st_size if log.exists() else 0
-        new = spawn(argv, log, "server", env)
-        state.server = new
+        new = spawn(argv, log, f"server {index + 1}", env)
+        server.proc = new
+        state.save()
+        try:
+            wait_listening(new, log, before, RESTART_TIMEOUT)
+        except LabError as err:
+            raise FaultError(f"restarting {target}: {err}") from err
+        fault.healed = time.time()
+        fault.detail["new_pid"] = new.pid
+        return fault
+
+    def kill_leader(self, down_for: float = 0.0) -> Fault:
+        """kill -9 the server that leads the controllers; restart it ``down_for`` s later."""
+        return self.kill_server(self.leader(), down_for, kind="kill_leader")
+
+    # -- the store -----------------------------------------------------------------------
+
+    def kill_etcd_member(self, index: int, down_for: float) -> Fault:
+        """kill -9 etcd member ``index`` (--store etcd3); restart it ``down_for`` s later.
+
+        The restarted member rejoins from its data dir (etcd ignores the initial-cluster
+        flags then); the fault heals once it answers /health with a leader again.
+        """
+        state = self.state()
+        if not state.etcd:
+            raise FaultError("the lab has no etcd cluster of its own (lab up --store etcd3)")
+        member = state.etcd[index]
+        if member.proc is None or not alive(member.proc):
+            raise FaultError(f"etcd {member.name} is not running")
+        argv, env = _argv_env(member.proc.pid)
+        fault = Fault("kill_etcd_member", member.name, time.time(),
+                      detail={"pid": member.proc.pid, "down_s": down_for})  # fmt: skip
+        _kill9(member.proc)
+        time.sleep(max(0.0, down_for))
+        log = self.dir / "etcd" / f"{member.name}.log"
+        new = spawn(argv, log, f"etcd {member.name}", env)
+        state.etcd[index] = replace(member, proc=new)
         state.save()
         deadline = time.monotonic() + RESTART_TIMEOUT
-        while True:
-            with log.open("rb") as f:
-                f.seek(before)
-                if READY.encode() in f.read():
-                    break
+        while not healthy(state.etcd[index]):
             if not alive(new):
-                raise FaultError(f"the restarted server exited; see {log}")
+                raise FaultError(f"the restarted etcd {member.name} exited; see {log}")
             if time.monotonic() > deadline:
-                raise FaultError(f"the restarted server is not listening after {RESTART_TIMEOUT} s")
+                raise FaultError(
+                    f"etcd {member.name} not healthy {RESTART_TIMEOUT:g} s after restart"
+                )
             time.sleep(0.1)
         fault.healed = time.time()
         fault.detail["new_pid"] = new.pid

@@ -1,10 +1,12 @@
 """Randomised, seeded fault schedules against one ``podium lab``, with invariant checks.
 
     python tests/chaos/run.py --runs N --seed S [--hosts 3] [--guests 3] [--driver qemu|sim]
+                              [--store etcd3|sqlite] [--servers 3] [--faults a,b,...]
 
 ::
 
-    podium lab up (subprocess, PODIUM_LAB_DIR in a temp dir, a unique lab name)
+    podium lab up (subprocess, PODIUM_LAB_DIR in a temp dir, a unique lab name; by default
+                   a 3-member etcd the lab runs and 3 podium servers on it)
       ──> apply guests chaos-1..M (128 MiB, 1 CPU) ──> all running
       ──> Checker threads (QEMUs by -uuid every 100 ms, store every 500 ms)
       ──> per run: random.Random(S) draws a fault ──> inject ──> heal
@@ -52,7 +54,10 @@ FAULTS = (
     "partition_long",
     "kill_qemu",
     "kill_server",
+    "kill_leader",
+    "kill_etcd_member",
 )
+NEEDS_ETCD3 = ("kill_etcd_member",)
 SETTLE = 2.0  # s after healing before convergence is checked
 NO_FAILOVER = ("pause_short", "partition_short")  # must not move a guest
 Say = Callable[[str], None]
@@ -66,6 +71,7 @@ def _now() -> str:
 class Summary:
     runs: int = 0
     seed: int = 0
+    setup: str = ""  # the lab: hosts, driver, store, servers, fault kinds
     faults: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
     no_failover_checked: int = 0
@@ -88,6 +94,7 @@ class Summary:
         mean = sum(conv) / len(conv)
         faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items())) or "none"
         out = [
+            f"lab: {self.setup}",
             f"runs: {self.runs} (seed {self.seed})",
             f"faults injected: {sum(self.faults.values())}: {faults}",
             f"convergence after healing: max {max(conv):.1f} s, mean {mean:.1f} s",
@@ -144,7 +151,9 @@ def _draw(rng: random.Random, kinds: tuple[str, ...], ttl: float) -> tuple[str, 
         "partition_short": rng.uniform(0.15, 0.3) * ttl,
         "partition_long": rng.uniform(1.5, 2.0) * ttl,
         "kill_qemu": 0.0,
-        "kill_server": rng.uniform(0.0, 2.0),
+        "kill_server": rng.uniform(0.0, 2.0),  # down for
+        "kill_leader": rng.uniform(0.0, 2.0),
+        "kill_etcd_member": rng.uniform(0.5, 6.0),  # down for; 2 of 3 keep the quorum
     }[kind]
     return kind, round(seconds, 2)
 
@@ -168,8 +177,9 @@ def _lock_saves(lab_dir: Path) -> list[str]:
 
 
 def _inject(
-    handle: LabHandle, kind: str, seconds: float, target: str, guest: str, uuid: str
+    handle: LabHandle, kind: str, seconds: float, target: str, guest: str, uuid: str, pick: int
 ) -> Fault:
+    """Inject ``kind``; ``pick`` chooses which server or etcd member (modulo their count)."""
     if kind == "kill_agent":
         return handle.kill_agent(target, down_for=seconds)
     if kind.startswith("pause_"):
@@ -179,7 +189,11 @@ def _inject(
     if kind == "kill_qemu":
         return handle.kill_qemu(guest, uuid)
     if kind == "kill_server":
-        return handle.kill_server(down_for=seconds)
+        return handle.kill_server(pick % len(handle.servers()), down_for=seconds)
+    if kind == "kill_leader":
+        return handle.kill_leader(down_for=seconds)
+    if kind == "kill_etcd_member":
+        return handle.kill_etcd_member(pick % len(handle.state().etcd), down_for=seconds)
     raise ValueError(kind)
 
 
@@ -200,6 +214,7 @@ def _one_run(
     before = checker.sample_store_now()
     kind, seconds = _draw(rng, kinds, ttl)
     guest = rng.choice(sorted(names))
+    pick = rng.randrange(1 << 16)
     status = before[guest]["status"]
     target = str(status.get("host") or rng.choice(sorted(hosts)))
     held = {  # what must not move after a short pause / cut of `target`
@@ -208,7 +223,8 @@ def _one_run(
         if n in names and g["status"].get("host") == target
     }
     try:
-        fault = _inject(handle, kind, seconds, target, guest, str(status.get("uuid") or ""))
+        uuid = str(status.get("uuid") or "")
+        fault = _inject(handle, kind, seconds, target, guest, uuid, pick)
     except FaultError as err:
         checker.violate(f"run {i}: could not inject {kind} on {target}: {err}")
         return
@@ -242,13 +258,23 @@ def run_chaos(
     guests: int = 3,
     driver: str = "qemu",
     host_ttl: int = 10,
+    store: str | None = None,
+    servers: int = 1,
     bound: float = 120.0,
     kinds: tuple[str, ...] | None = None,
     keep: bool = False,
     say: Say = print,
 ) -> Summary:
-    """Bring a lab up, run ``runs`` seeded faults with checks, take it down; summarise."""
-    kinds = tuple(k for k in (kinds or FAULTS) if driver == "qemu" or k != "kill_qemu")
+    """Bring a lab up, run ``runs`` seeded faults with checks, take it down; summarise.
+
+    ``store`` None: the lab's SQLite and one server; ``"etcd3"``: a 3-member etcd the lab
+    runs, with ``servers`` podium servers on it (kill_etcd_member needs it).
+    """
+    kinds = tuple(
+        k
+        for k in (kinds or FAULTS)
+        if (driver == "qemu" or k != "kill_qemu") and (store == "etcd3" or k not in NEEDS_ETCD3)
+    )
     rng = random.Random(seed)
     summary = Summary(seed=seed)
     root = Path(tempfile.mkdtemp(prefix="podium-chaos-"))
@@ -257,11 +283,17 @@ def run_chaos(
     env.pop("PODIUM_CONFIG", None)
     lab = ChaosLab(name, root, env)
     guard = LeakGuard(name=name, marker=str(root))
-    say(f"{_now()} lab {name} up: {hosts} hosts, driver {driver}, host TTL {host_ttl} s ({root})")
+    summary.setup = (
+        f"{hosts} hosts, {guests} guests, driver {driver}, host TTL {host_ttl} s, store "
+        f"{store or 'sqlite'}, {servers} server(s), faults {','.join(kinds)}"
+    )
+    say(f"{_now()} lab {name} up: {summary.setup}")
+    say(f"{_now()} lab dir {root}")
     try:
         lab.info = json.loads(lab.podium(
             "lab", "up", "--hosts", str(hosts), "--driver", driver, "--json",
-            "--name", name, "--host-ttl", str(host_ttl), timeout=600,
+            "--name", name, "--host-ttl", str(host_ttl), "--servers", str(servers),
+            *(("--store", store) if store else ()), timeout=600,
         ))  # fmt: skip
         env["PODIUM_CONFIG"] = lab.info["config"]
         handle = LabHandle(lab.dir)
@@ -312,6 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guests", type=int, default=3)
     parser.add_argument("--driver", choices=("qemu", "sim"), default="qemu")
     parser.add_argument("--host-ttl", type=int, default=10, help="the lab's host lease TTL, s")
+    parser.add_argument(
+        "--store",
+        default="etcd3",
+        help="etcd3 (a 3-member etcd the lab runs) or sqlite (one server)",
+    )
+    parser.add_argument(
+        "--servers", type=int, default=3, help="podium servers on the etcd3 store (1 with sqlite)"
+    )
     parser.add_argument("--bound", type=float, default=120.0, help="liveness bound, s")
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated kinds")
     parser.add_argument("--keep", action="store_true", help="keep the lab dir (logs)")
@@ -320,11 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(kinds) - set(FAULTS)
     if unknown or args.runs < 0 or args.hosts < 2:
         parser.error(f"unknown faults {sorted(unknown)}" if unknown else "bad --runs/--hosts")
+    if args.store not in ("etcd3", "sqlite") or (args.store == "sqlite" and args.servers != 1):
+        parser.error("--store is etcd3 or sqlite; sqlite runs one server (--servers 1)")
     if os.geteuid() != 0:
         parser.error("the chaos suite needs root (podium lab makes network namespaces)")
     summary = run_chaos(
         runs=args.runs, seed=args.seed, hosts=args.hosts, guests=args.guests,
         driver=args.driver, host_ttl=args.host_ttl, bound=args.bound, kinds=kinds,
+        store=None if args.store == "sqlite" else args.store, servers=args.servers,
         keep=args.keep, say=lambda line: print(line, flush=True),
     )  # fmt: skip
     print("== chaos summary ==")

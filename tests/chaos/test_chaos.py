@@ -1,4 +1,4 @@
-"""The chaos suite's CI subset: a few seeded faults on a 3-host qemu lab, invariants checked.
+"""The chaos suite's CI subset: seeded faults on 3-host qemu labs, invariants checked.
 
 The same code as ``python tests/chaos/run.py --runs N --seed S`` (which runs more): one
 lab, three small guests, then per run one fault drawn from a fixed seed — kill -9 of an
@@ -43,3 +43,31 @@ def test_seeded_faults_on_a_qemu_lab_never_run_a_guest_twice_and_converge() -> N
     assert summary.lock_saves == [], report  # the paused host fenced before the restart
     assert summary.leaks == [], report
     assert summary.qemu_samples > 50 and summary.store_samples > 10, report
+
+
+ETCD_SEED = 6  # draws kill_leader, kill_etcd_member, pause_long, kill_leader, kill_server
+ETCD_RUNS = 5
+ETCD_FAULTS = ("kill_leader", "kill_etcd_member", "kill_server", "pause_long")
+
+
+@pytest.mark.etcd
+@pytest.mark.timeout(420)
+def test_seeded_faults_on_three_servers_over_etcd_never_run_a_guest_twice_and_converge() -> None:
+    """The distributed path: a 3-member etcd the lab runs, three servers, agents that know
+    all three. kill -9 of the leading server or of any server, kill -9 of one etcd
+    member (restarted later), an agent paused past the TTL."""
+    require_netns()
+    for tool in ("qemu-system-x86_64", "qemu-img", "etcd"):
+        if shutil.which(tool) is None:
+            missing_component(f"{tool} is not installed (scripts/setup installs it)")
+    lines: list[str] = []
+    summary = run_chaos(
+        runs=ETCD_RUNS, seed=ETCD_SEED, hosts=3, guests=3, driver="qemu", host_ttl=HOST_TTL,
+        store="etcd3", servers=3, kinds=ETCD_FAULTS, bound=90.0, say=lines.append,
+    )  # fmt: skip
+    report = "\n".join([*lines, *summary.lines()])
+    assert summary.runs == ETCD_RUNS, report
+    assert {"kill_leader", "kill_etcd_member"} <= set(summary.faults), report
+    assert summary.violations == [], report
+    assert summary.lock_saves == [], report
+    assert summary.leaks == [], report

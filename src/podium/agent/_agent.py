@@ -281,7 +281,9 @@ class Agent:
                 self._enter(AgentState.FENCED)
                 return "lease expired"
             except (LinkError, TimeoutError) as err:
-                log.warning("agent %s: keepalive failed (%s)", self.name, err or "timeout")
+                log.warning(
+                    "agent %s: keepalive failed (%s)", self.name, str(err) or "no answer in time"
+                )
                 interval = min(reg.keepalive_interval, 0.5)
                 continue
             self.fence.arm(sent + reg.ttl - self._margin(reg))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import threading
@@ -92,8 +93,6 @@ def server(
 
 def setup_logging(level: str) -> None:
     """Log lines to stderr with time and origin (a daemon's stderr goes to its log file)."""
-    import logging  # noqa: PLC0415
-
     value = logging.getLevelName(level.upper())
     if not isinstance(value, int):
         fail(f"unknown --log-level {level!r}: expected debug, info, warning or error")
@@ -158,9 +157,41 @@ def _parse_labels(labels: list[str]) -> dict[str, str]:
     return out
 
 
+def _server_urls(values: list[str]) -> list[str]:
+    """The agent's ``--server`` values: repeated and/or comma-separated http(s) URLs.
+
+    Returns them in order, each without a trailing slash, repeats dropped; fails with
+    a one-line error on anything that is not an http(s) URL with a host.
+    """
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    urls: list[str] = []
+    for value in values:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                parts = urlsplit(part)
+                ok = parts.scheme in ("https", "http") and bool(parts.hostname)
+                _ = parts.port  # raises on a port that is not a number
+            except ValueError:
+                ok = False
+            if not ok:
+                fail(f"bad --server {part!r}: expected an http(s) URL, e.g. https://10.0.0.1:7443")
+            if (url := part.rstrip("/")) not in urls:
+                urls.append(url)
+    if not urls:
+        fail("--server is required: the URL of a podium server, e.g. https://10.0.0.1:7443")
+    return urls
+
+
 def agent(
     server_url: Annotated[
-        str, typer.Option("--server", help="Server URL, e.g. https://10.0.0.1:7443")
+        list[str],
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="Server URL, e.g. https://10.0.0.1:7443; repeat (or comma-separate) to list "
+            "several servers of one cluster: the agent fails over between them",
+        ),
     ],
     token_file: Annotated[
         Path, typer.Option(help="Join token (replaced by this host's own token after joining)")
@@ -201,6 +232,7 @@ def agent(
     from podium.drivers import DRIVERS, DriverError  # noqa: PLC0415
     from podium.model import Resources  # noqa: PLC0415
 
+    servers = _server_urls(server_url)
     if driver not in DRIVERS:
         fail(f"unknown driver {driver!r}: expected one of {', '.join(sorted(DRIVERS))}")
     try:
@@ -212,7 +244,7 @@ def agent(
         )
     ca_path = ca_file or token_file.with_name("ca.pem")
     ca_pem = ca_path.read_text() if ca_path.exists() else None
-    if ca_pem is None and server_url.startswith("https://"):
+    if ca_pem is None and any(url.startswith("https://") for url in servers):
         fail(
             f"no CA certificate at {ca_path}: pass --ca-file "
             "(podium host token create --output DIR writes one)"
@@ -220,8 +252,15 @@ def agent(
     capacity = Resources(cpu, memory_mib, iops, net_mbps)
     name = name or socket.gethostname()
     setup_logging(log_level)
+    logging.getLogger("podium.cli").info(
+        "agent %s: podium server%s %s%s",
+        name,
+        "s" if len(servers) > 1 else "",
+        ", ".join(servers),
+        " (fails over in this order)" if len(servers) > 1 else "",
+    )
     if migration_address is None:
-        migration_address = _address_towards(server_url)
+        migration_address = _address_towards(servers[0])
 
     try:
         drv = DRIVERS[driver](name=name, capacity=capacity, data_dir=data_dir)
@@ -229,7 +268,7 @@ def agent(
         fail(f"cannot set up the {driver} driver: {err}")
 
     async def body() -> None:
-        link = AgentLink(server_url, token, ca_pem)
+        link = AgentLink(servers, token, ca_pem)
         node = Agent(
             name,
             link,

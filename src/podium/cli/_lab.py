@@ -35,6 +35,15 @@ def up(
         str, typer.Option(help="Private IPv4 network, used only inside the lab's namespaces")
     ] = "10.213.0.0/16",
     host_ttl: Annotated[int, typer.Option(min=1, help="Host lease TTL, seconds")] = 10,
+    servers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="podium servers to run (one leads the controllers, all serve; agents and "
+            "the CLI fail over between them); more than one needs --store etcd3",
+        ),
+    ] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every host")] = 60.0,
     json_output: Annotated[
         bool, typer.Option("--json", help='Print only {"config":..,"server":..,"hosts":[..]}')
@@ -50,7 +59,7 @@ def up(
     try:
         info = lab_up(
             hosts=hosts, driver=driver, store=store, name=name, subnet=subnet,
-            host_ttl=host_ttl, timeout=timeout, say=say,
+            host_ttl=host_ttl, servers=servers, timeout=timeout, say=say,
         )  # fmt: skip
     except LabError as err:
         fail(str(err))
@@ -60,7 +69,8 @@ def up(
         print(json.dumps(info.to_json()))
         return
     console.print(f"lab {info.name} is up: hosts {', '.join(info.hosts)}", highlight=False)
-    console.print(f"server  {info.server}", highlight=False)
+    for url in info.servers or (info.server,):
+        console.print(f"server  {url}", highlight=False)
     console.print(f"config  {info.config}", highlight=False)
     console.print(
         f"try:    PODIUM_CONFIG={info.config} podium get hosts\n"

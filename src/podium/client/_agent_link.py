@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -39,11 +39,14 @@ class AgentLink:
 
     Starts with ``token`` (a join token, or the host's agent token); after a
     registration that returns a host token, uses that one for every later call.
+    ``server_url`` may list several servers of one cluster: the link fails over
+    between them (see :class:`podium.client._transport.Http`), so a dead server
+    does not cost the host its lease while another one answers.
     """
 
     def __init__(
         self,
-        server_url: str,
+        server_url: str | Sequence[str],
         token: str,
         ca_pem: str | None,
         *,

@@ -81,7 +81,7 @@ class AsyncPodiumClient:
     ) -> None:
         self.config = config
         self._http = Http(
-            config.server,
+            config.servers,
             config.token,
             config.ca_pem,
             source=config.source,

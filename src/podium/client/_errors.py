@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -26,6 +27,8 @@ class ClientError(Exception):
 
 
 def _tls_cause(err: BaseException) -> ssl.SSLError | None:
+    if isinstance(err, httpx.TimeoutException):
+        return None  # a handshake that timed out (SSLWantReadError) says nothing of trust
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
@@ -36,11 +39,15 @@ def _tls_cause(err: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _tls_reason(tls: ssl.SSLError) -> str:
+    return str(getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or tls)
+
+
 def transport_error(err: httpx.HTTPError, server: str, config_source: str) -> ClientError:
     """A :class:`ClientError` for a request that got no HTTP answer."""
     tls = _tls_cause(err)
     if tls is not None:
-        reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or str(tls)
+        reason = _tls_reason(tls)
         return ClientError(
             f"TLS handshake with {server} failed ({reason}): the server's certificate is not "
             f"trusted by the CA in {config_source}; check its 'ca' (the server's ca.pem)"
@@ -56,6 +63,27 @@ def transport_error(err: httpx.HTTPError, server: str, config_source: str) -> Cl
             "it may be overloaded or unreachable; try again"
         )
     return ClientError(f"connection to podium server at {server} failed ({cause}); try again")
+
+
+def failure_reason(err: httpx.HTTPError) -> str:
+    """A few words on why a request got no answer (for logs and lists of servers)."""
+    tls = _tls_cause(err)
+    if tls is not None:
+        return f"TLS handshake failed: {_tls_reason(tls)}"
+    if isinstance(err, httpx.TimeoutException):
+        return type(err).__name__
+    return str(err) or type(err).__name__
+
+
+def unreachable_error(
+    failures: Sequence[tuple[str, httpx.HTTPError]], config_source: str
+) -> ClientError:
+    """A :class:`ClientError` for a request that no server of the list would take."""
+    tried = "; ".join(f"{server}: {failure_reason(err)}" for server, err in failures)
+    hint = "are they running? check --config"
+    if any(_tls_cause(err) is not None for _, err in failures):
+        hint = f"check that the 'ca' in {config_source} is the servers' ca.pem"
+    return ClientError(f"cannot reach any podium server ({tried}): {hint}")
 
 
 def error_message(response: httpx.Response) -> str:

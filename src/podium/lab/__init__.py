@@ -21,6 +21,8 @@ Vocabulary: *layout* — every name and address, computed up front (:func:`plan_
 
     lab.json                 the state (0600)
     server/                  podium.db, admin.conf, TLS files, server.log
+    server2/, server3/ ...   ``--servers N`` (needs etcd): the other servers (same CA, token)
+    admin.conf               with several servers: the CLI's config naming them all
     hosts/<host>/            token (join, then the host's own), ca.pem, agent.log
     data/<host>/, volumes/   the agents' --data-dir (shared): guest folders, the "SAN"
     etcd/e1..e3 (+ .log)     ``--store etcd3``: the members' data dirs (127.0.0.1 ports)
@@ -43,7 +45,7 @@ from podium.lab._layout import (
     lab_dir,
     plan_lab,
 )
-from podium.lab._state import LabState, load_state
+from podium.lab._state import LabServer, LabState, load_state
 from podium.lab._up import LabInfo, lab_up
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "LabError",
     "LabInfo",
     "LabLayout",
+    "LabServer",
     "LabState",
     "kill_host",
     "lab_dir",

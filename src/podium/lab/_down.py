@@ -3,7 +3,7 @@
 ::
 
     lab.json ──> agents + every process inside the lab's namespaces (QEMUs the agents
-                 started, detached) ──TERM/KILL by PID──> server ──TERM/KILL──>
+                 started, detached) ──TERM/KILL by PID──> servers ──TERM/KILL──>
              ──> etcd members (--store etcd3) ──TERM/KILL by PID──>
              ──> per host: taps, up0 (its fabric peer goes with it), br0 ──> namespace
              ──> fabric: leftover ports, fab0 ──> namespace ──> lab.json removed
@@ -71,8 +71,8 @@ def _stop_all(state: LabState, report: DownReport, errors: list[str], say: Say) 
         errors.append(str(err))
         inside = []
     members = [m.proc for m in state.etcd if m.proc is not None]
-    # The server before its store: etcd goes last, so the server never sees it vanish.
-    for group in (ours + inside, [state.server] if state.server else [], members):
+    # The servers before their store: etcd goes last, so no server sees it vanish.
+    for group in (ours + inside, state.server_procs(), members):
         try:
             stopped = stop(group)
         except LabError as err:

@@ -68,13 +68,20 @@ class LabLayout:
 
     @property
     def fabric_listen(self) -> str:
-        """The server's ``--listen-netns`` value."""
-        return f"{self.fabric_netns}@{self.server_ip}:{SERVER_PORT}"
+        """The (first) server's ``--listen-netns`` value."""
+        return self.fabric_listen_of(0)
 
     @property
     def fabric_url(self) -> str:
-        """The URL agents (inside host namespaces) dial."""
-        return f"https://{self.server_ip}:{SERVER_PORT}"
+        """The URL agents (inside host namespaces) dial to reach the (first) server."""
+        return self.fabric_url_of(0)
+
+    def fabric_listen_of(self, index: int) -> str:
+        """Server ``index``'s (0-based) ``--listen-netns``: one fabric address, port per server."""
+        return f"{self.fabric_netns}@{self.server_ip}:{SERVER_PORT + index}"
+
+    def fabric_url_of(self, index: int) -> str:
+        return f"https://{self.server_ip}:{SERVER_PORT + index}"
 
     @property
     def namespaces(self) -> list[str]:

@@ -20,7 +20,17 @@ from podium.lab._layout import HostLayout, LabLayout
 from podium.lab._procs import Proc
 
 STATE_FILE = "lab.json"
-VERSION = 1
+VERSION = 2  # 1: one server (``server``, ``server_url``); 2: a list of servers
+
+
+@dataclass
+class LabServer:
+    """One of the lab's podium servers (all serve; one leads the controllers)."""
+
+    dir: str  # its --data-dir: server/ for the first, server2/, server3/ ...
+    url: str = ""  # on loopback, for the CLI
+    fabric_url: str = ""  # what agents dial, inside the fabric namespace
+    proc: Proc | None = None
 
 
 @dataclass
@@ -32,9 +42,8 @@ class LabState:
     driver: str
     store: str
     status: str = "starting"  # starting | up
-    server_url: str = ""  # for the CLI, on loopback
-    config: str = ""  # admin.conf
-    server: Proc | None = None
+    config: str = ""  # the CLI's config: admin.conf (naming every server when several)
+    servers: list[LabServer] = field(default_factory=list)
     agents: dict[str, Proc] = field(default_factory=dict)  # host name -> agent
     etcd: list[EtcdMember] = field(default_factory=list)  # --store etcd3: the lab's members
 
@@ -42,11 +51,19 @@ class LabState:
     def path(self) -> Path:
         return Path(self.dir) / STATE_FILE
 
+    @property
+    def server_url(self) -> str:
+        """The first server's loopback URL (what ``lab up --json`` prints as ``server``)."""
+        return self.servers[0].url if self.servers else ""
+
+    def server_procs(self) -> list[Proc]:
+        return [s.proc for s in self.servers if s.proc is not None]
+
     def procs(self) -> list[Proc]:
-        """The processes the lab started itself: agents, the server, then etcd members."""
+        """The processes the lab started itself: agents, the servers, then etcd members."""
         return [
             *self.agents.values(),
-            *([self.server] if self.server else []),
+            *self.server_procs(),
             *(m.proc for m in self.etcd if m.proc is not None),
         ]
 
@@ -80,6 +97,17 @@ def _member(data: dict[str, Any]) -> EtcdMember:
     )
 
 
+def _servers(data: dict[str, Any], version: int) -> list[LabServer]:
+    if version == 1:  # one server, as labs made before several servers could run
+        proc = _proc(data.pop("server"))
+        url = data.pop("server_url")
+        return [LabServer(str(Path(data["dir"]) / "server"), url, "", proc)] if url or proc else []
+    return [
+        LabServer(str(s["dir"]), str(s["url"]), str(s["fabric_url"]), _proc(s["proc"]))
+        for s in data.pop("servers")
+    ]
+
+
 def _layout(data: dict[str, Any]) -> LabLayout:
     hosts = tuple(HostLayout(**h) for h in data.pop("hosts"))
     data["guest_range"] = tuple(data["guest_range"])
@@ -95,13 +123,14 @@ def load_state(directory: Path) -> LabState | None:
         return None
     except (OSError, ValueError) as err:
         raise LabError(f"cannot read the lab state {path}: {err}; fix or remove it") from err
-    if not isinstance(data, dict) or data.pop("version", None) != VERSION:
+    version = data.pop("version", None) if isinstance(data, dict) else None
+    if not isinstance(data, dict) or version not in (1, VERSION):
         raise LabError(f"the lab state {path} is not one this podium wrote; fix or remove it")
     try:
         agents = {name: _proc(p) for name, p in data.pop("agents").items()}
         return LabState(
             layout=_layout(data.pop("layout")),
-            server=_proc(data.pop("server")),
+            servers=_servers(data, version),
             agents={k: v for k, v in agents.items() if v is not None},
             etcd=[_member(m) for m in data.pop("etcd", [])],  # absent: a lab without etcd
             **data,

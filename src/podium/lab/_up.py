@@ -5,8 +5,8 @@
     plan_lab ──> lab.json (status starting) ──> --store etcd3: 3 etcd members on loopback
         ──> fabric ns: fab0 + fabric address
         ──> per host ns: br0 (+ management address) ──up0 veth up-hI──> fab0
-        ──> server (subprocess, root ns): 127.0.0.1:PORT for the CLI,
-                                          pdm-<lab>-fab@10.213.0.1:7443 for the agents
+        ──> server(s) (subprocess, root ns): 127.0.0.1:PORT for the CLI,
+                               pdm-<lab>-fab@10.213.0.1:7443(+k) for the agents (_servers)
         ──> join token ──> per host: ip netns exec pdm-<lab>-hI podium agent ... (detached,
                            PODIUM_BRIDGE=br0, --data-dir <lab dir>/data shared by all hosts)
         ──> every host ready ──> lab.json (status up) ──> LabInfo
@@ -48,11 +48,10 @@ from podium.lab._layout import (
     plan_lab,
 )
 from podium.lab._procs import exited, spawn
+from podium.lab._servers import start_servers
 from podium.lab._state import LabState, load_state
 
 Say = Callable[[str], None]
-READY = "podium server listening on "
-SERVER_START_TIMEOUT = 30.0
 POLL = 0.2
 DRIVERS = ("sim", "qemu")
 BRIDGE_ENV = "PODIUM_BRIDGE"  # tells the qemu driver which bridge its guests' taps go on
@@ -67,7 +66,8 @@ class LabInfo:
     server: str  # the server URL on loopback (admin.conf names it)
     hosts: list[str]
     dir: str
-    fabric_url: str  # what agents dial, inside the lab
+    fabric_url: str  # what agents dial, inside the lab (the first server)
+    servers: tuple[str, ...] = ()  # every server's loopback URL, the first one first
 
     def to_json(self) -> dict[str, Any]:
         """Exactly ``{"config": PATH, "server": URL, "hosts": [NAMES]}`` (DESIGN.md)."""
@@ -84,7 +84,7 @@ def _tail(path: Path, size: int = 1500) -> str:
         return "(no log)"
 
 
-def _preflight(name: str, driver: str, store: str | None, directory: Path) -> str:
+def _preflight(name: str, driver: str, store: str | None, directory: Path, servers: int) -> str:
     if os.geteuid() != 0:
         raise LabError("podium lab needs root: it makes network namespaces, bridges and veths")
     ip = shutil.which("ip")
@@ -94,6 +94,11 @@ def _preflight(name: str, driver: str, store: str | None, directory: Path) -> st
         raise LabError(f"unknown --driver {driver!r}: expected one of {', '.join(DRIVERS)}")
     if store == ETCD3:
         etcd_binary()  # raises with how to install it
+    if servers > 1 and not (store == ETCD3 or (store or "").startswith("etcd://")):
+        raise LabError(
+            f"--servers {servers} needs a store they share: use --store etcd3 (a 3-member "
+            "etcd the lab runs) or --store etcd://HOST:PORT (SQLite serves one server)"
+        )
     if load_state(directory) is not None:
         raise LabError(
             f"lab {name} is up already ({directory / 'lab.json'}): podium lab down first"
@@ -126,36 +131,6 @@ def _make_network(layout: LabLayout, say: Say) -> None:
         )
         ensure_address(host.netns, host.bridge, host.address)
         say(f"host {host.name} ({host.netns}): {host.bridge} {host.address}")
-
-
-def _start_server(state: LabState, server_dir: Path, host_ttl: int) -> None:
-    layout = state.layout
-    argv = [
-        sys.executable, "-m", "podium.server",
-        "--store", state.store,
-        "--listen", "127.0.0.1:0",
-        "--data-dir", str(server_dir),
-        "--listen-netns", layout.fabric_listen,
-        "--host-ttl", str(host_ttl),
-        # Guests share the hosts' subnet (one L2 fabric), from the part the hosts leave free.
-        "--guest-subnet", layout.subnet,
-        "--guest-pool", "-".join(layout.guest_range),
-    ]  # fmt: skip
-    log = server_dir / "server.log"
-    state.server = spawn(argv, log, "server")
-    state.save()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        for line in _tail(log, 1 << 20).splitlines():
-            if line.startswith(READY):
-                state.server_url = line[len(READY) :].split(" ", 1)[0]
-                state.config = str(server_dir / "admin.conf")
-                state.save()
-                return
-        if exited(state.server):
-            raise LabError(f"podium server exited while starting; {log}:\n{_tail(log)}")
-        time.sleep(POLL / 4)
-    raise LabError(f"podium server did not start in {SERVER_START_TIMEOUT:g} s; see {log}")
 
 
 def _start_etcd(state: LabState, directory: Path, say: Say) -> None:
@@ -202,7 +177,7 @@ def agent_argv(state: LabState, ip: str, host: HostLayout) -> tuple[list[str], d
     argv = [
         ip, "netns", "exec", host.netns,
         sys.executable, "-m", "podium", "agent",
-        "--server", layout.fabric_url,
+        *(arg for s in state.servers for arg in ("--server", s.fabric_url)),
         "--token-file", str(token),
         "--name", host.name,
         "--driver", state.driver,
@@ -277,8 +252,9 @@ def _ensure_image(say: Say) -> None:
 
 def _fresh_dir(directory: Path) -> None:
     """Forget a previous run's store, TLS files, tokens and logs (lab.json is gone)."""
-    for sub in ("server", "hosts", "data", "etcd"):
+    for sub in ("server", "hosts", "data", "etcd", *(f"server{k}" for k in range(2, 10))):
         shutil.rmtree(directory / sub, ignore_errors=True)
+    (directory / "admin.conf").unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
@@ -291,6 +267,7 @@ def lab_up(
     root: Path | None = None,
     subnet: str = DEFAULT_SUBNET,
     host_ttl: int = 10,
+    servers: int = 1,
     timeout: float = 60.0,
     say: Say = lambda _: None,
 ) -> LabInfo:
@@ -300,7 +277,7 @@ def lab_up(
     """
     directory = lab_dir(name, root)
     layout = plan_lab(name, hosts, subnet)
-    ip = _preflight(name, driver, store, directory)
+    ip = _preflight(name, driver, store, directory, servers)
     if driver == "qemu":
         _ensure_image(say)
     _fresh_dir(directory)
@@ -317,8 +294,9 @@ def lab_up(
         if store == ETCD3:
             _start_etcd(state, directory / "etcd", say)
         _make_network(layout, say)
-        _start_server(state, server_dir, host_ttl)
-        say(f"server {state.server_url} (agents dial {layout.fabric_url})")
+        start_servers(state, servers, host_ttl)
+        for index, server in enumerate(state.servers, 1):
+            say(f"server {index}: {server.url} (agents dial {server.fabric_url})")
         config = ClientConfig.load(state.config)
         join = asyncio.run(_mint(config))
         _start_agents(state, ip, join, config.ca_pem, say)
@@ -341,4 +319,5 @@ def lab_up(
         hosts=[h.name for h in layout.hosts],
         dir=str(directory),
         fabric_url=layout.fabric_url,
+        servers=tuple(s.url for s in state.servers),
     )

@@ -10,6 +10,7 @@ import pytest
 import podium.lab
 from podium.lab import LabError, LabState, lab_dir, load_state, plan_lab
 from podium.lab._procs import Proc
+from podium.lab._state import LabServer
 
 
 def test_exports() -> None:
@@ -23,6 +24,7 @@ def test_exports() -> None:
         "LabError",
         "LabInfo",
         "LabLayout",
+        "LabServer",
         "LabState",
         "kill_host",
         "lab_dir",
@@ -76,11 +78,22 @@ def test_lab_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_state_round_trips_and_is_private(tmp_path: Path) -> None:
     state = LabState(layout=plan_lab("lab", 2), dir=str(tmp_path), driver="sim", store="s")
-    state.server = Proc(10, 5, "server")
+    state.servers = [
+        LabServer(str(tmp_path / "server"), "https://127.0.0.1:5", "https://10.213.0.1:7443",
+                  Proc(10, 5, "server 1")),
+        LabServer(str(tmp_path / "server2"), "https://127.0.0.1:6", "https://10.213.0.1:7444",
+                  Proc(12, 7, "server 2")),
+    ]  # fmt: skip
     state.agents["h1"] = Proc(11, 6, "agent h1")
     state.save()
     assert (tmp_path / "lab.json").stat().st_mode & 0o777 == 0o600
     assert load_state(tmp_path) == state
+    assert state.server_url == "https://127.0.0.1:5"
+    assert state.procs() == [
+        Proc(11, 6, "agent h1"),
+        Proc(10, 5, "server 1"),
+        Proc(12, 7, "server 2"),
+    ]
     assert load_state(tmp_path / "none") is None
     (tmp_path / "lab.json").write_text(json.dumps({"version": 99}))
     with pytest.raises(LabError, match="not one this podium wrote"):
