@@ -215,8 +215,13 @@ class Agent:
         self._enter(AgentState.REGISTERING)
         attempt = 0
         while True:
-            sent = self._clock()
             try:
+                if self._fence_report(self._clock()) is not None:
+                    # The fence's age is measured when the report is sent; a first
+                    # connection may take seconds to open (or fail), which would age it
+                    # wrongly on the server's timeline. Register over a link that answers.
+                    await self.link.ping()
+                sent = self._clock()
                 reg = await self.link.register(
                     self.name,
                     self.capacity.to_dict(),

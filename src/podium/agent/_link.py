@@ -76,6 +76,14 @@ class ServerLink(Protocol):
     are not retryable.
     """
 
+    async def ping(self) -> None:
+        """Return once a server answers; raise :class:`LinkError` if none does.
+
+        Cheap: the agent calls it before a registration that reports a fence, so the
+        fence's age is measured over a connection that already works.
+        """
+        ...
+
     async def register(
         self,
         name: str,

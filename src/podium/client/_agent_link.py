@@ -79,6 +79,9 @@ class AgentLink:
         except ClientError as err:
             raise _agent_error(err) from err
 
+    async def ping(self) -> None:
+        await self._call("GET", "/healthz")
+
     async def register(
         self,
         name: str,

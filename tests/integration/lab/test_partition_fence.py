@@ -18,11 +18,10 @@ fence fired, and before the server declared A lost; never two QEMUs of the guest
 once; after healing A rejoins, reports its fence (``HostFenced``) and starts nothing:
 the guest stays on B at the new epoch, in the same QEMU.
 
-``HostFenced`` is meant to sit at the time of the fence. The server places it at "now
-minus the seconds ago A reported", measured when A sent the registration; a request
-sent during the partition and answered after healing lands it late by its time in
-flight (1.7 s seen: after ``HostLost``). So it is checked only to lie between A's fence
-and A's return; the timeline shows how far off it was.
+``HostFenced`` sits at the time of the fence: the server places it at "now minus the
+seconds ago A reported", and A measures that age only once a server answers it (a
+registration sent while cut used to land it late by its time in flight, 1.7 s seen:
+after ``HostLost``). Checked to within a second of A's own fence log line.
 """
 
 from __future__ import annotations
@@ -400,14 +399,14 @@ def _partition_and_check(lab: CliLab) -> None:
         e for e in got.events if e["reason"] == "GuestRunning" and f" on {b} " in e["message"]
     ]
     assert up_on_b and up_on_b[0]["time"] > new.started, f"no GuestRunning on {b}\n{text}"
-    # HostFenced: A told the server on rejoining. It is placed at "now - seconds ago" with
-    # "seconds ago" measured when A sent the registration, so a request held up by the
-    # partition places it late (by up to the time in flight); never before the fence.
+    # HostFenced: A told the server on rejoining, with the fence's age measured over a
+    # link that answers; the server places it at "now - age" (one machine, one clock).
     # The agent counts the guests its driver still held running: 0 if it noticed the
     # keeper's kill first.
     counted = "killing 1 guest(s)" in fenced["message"]
     assert counted or got.by_keeper, f"{fenced}\n{text}"
-    assert fence - 0.5 < fenced["time"] <= back["time"], f"HostFenced misplaced\n{text}"
+    assert fence - 0.5 < fenced["time"] < fence + 1.0, f"HostFenced misplaced\n{text}"
+    assert fenced["time"] <= back["time"], f"HostFenced after the return\n{text}"
     # Healed: A rejoined and started nothing; the guest stays on B, at the new epoch, in
     # the same QEMU.
     assert back["time"] > healed, text

@@ -40,6 +40,8 @@ class FakeLink:
         self.interval = interval
         self.lease = 0
         self.registrations = 0
+        self.pings = 0
+        self.on_ping: Callable[[], None] = lambda: None  # e.g. a slow connection: clock moves
         self.fence_reports: list[FenceReport | None] = []  # per registration, in order
         self.keepalives = 0
         self.revision = 1
@@ -122,6 +124,13 @@ class FakeLink:
     def _check(self) -> None:
         if self.down:
             raise LinkError("server unreachable (fake)")
+
+    async def ping(self) -> None:
+        self._check()
+        if self.register_down:
+            raise LinkError("no answer (fake)")
+        self.pings += 1
+        self.on_ping()
 
     async def register(
         self,

@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from podium.agent import Agent, AgentState, Watchdog, run_many
 from podium.drivers import SimDriver
 from tests.unit.agent.agent_support import CAPACITY, FakeLink, LoggingDriver, eventually
@@ -166,6 +168,27 @@ async def test_fences_when_keepalives_fail_then_recovers(watchdog: Watchdog) -> 
         AgentState.ACTIVE,
         AgentState.STOPPED,
     ]
+
+
+async def test_the_fence_age_is_measured_once_a_server_answers(watchdog: Watchdog) -> None:
+    """A registration's first connection may take seconds: the age sent is measured after
+    it, so the server does not date the fence too late on its own timeline."""
+    clock = Clock()
+    link, driver = FakeLink(ttl=10), LoggingDriver()
+    link.assign("a")
+    agent = make_agent(link, driver, watchdog, clock=clock, safety_margin=2.0)
+    async with running(agent):
+        await eventually(lambda: driver.running() == ["a"])
+        link.down = True
+        clock.now += 8.5
+        await eventually(lambda: driver.running() == [])
+        link.on_ping = lambda: setattr(clock, "now", clock.now + 3.0)  # 3 s to connect
+        link.down = False
+        await eventually(lambda: link.registrations == 2)
+    assert link.pings >= 1
+    report = link.fence_reports[1]
+    assert report is not None and report.seconds_ago == pytest.approx(3.0)
+    assert link.fence_reports[0] is None
 
 
 async def test_fenced_agent_back_does_not_restart_a_guest_that_was_moved(
