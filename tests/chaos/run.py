@@ -27,6 +27,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -364,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--store is etcd3 or sqlite; sqlite runs one server (--servers 1)")
     if os.geteuid() != 0:
         parser.error("the chaos suite needs root (podium lab makes network namespaces)")
+    # SIGTERM (and SIGINT, which a background job ignores) unwind: the lab goes down.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     summary = run_chaos(
         runs=args.runs, seed=args.seed, hosts=args.hosts, guests=args.guests,
         driver=args.driver, host_ttl=args.host_ttl, bound=args.bound, kinds=kinds,
