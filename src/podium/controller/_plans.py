@@ -121,6 +121,7 @@ def replica_spec(app: str, spec: Mapping[str, Any]) -> JSON:
         "nics": [{} for _ in spec.get("nics", [{}])],
         "disk_gib": spec.get("disk_gib", 1.0),
         "workload": spec.get("workload", "idle"),
+        **{k: spec[k] for k in ("qos", "near", "talks_to", "tolerations") if spec.get(k)},
     }
 
 
@@ -278,6 +279,9 @@ def guest_request(record: JSON, *, moving: bool = False) -> GuestRequest:
         spread=Spread(spread) if spread else None,
         priority=int(spec.get("priority", 0)),
         moving=moving,
+        near=tuple(spec.get("near", ())),
+        talks_to=tuple(spec.get("talks_to", ())),
+        tolerations=tuple(spec.get("tolerations", ())),
     )
 
 
@@ -324,10 +328,18 @@ def placement_request(snapshot: Snapshot) -> tuple[PlacementRequest, dict[str, s
             ready=h.live and h.state == HostState.READY.value,
             cordoned=bool(h.spec.get("cordoned")),
             labels=h.spec.get("labels", {}),
+            draining=bool(h.spec.get("draining")) and not h.spec.get("drained"),
+            taints=h.spec.get("taints", {}),
         )
         for h in snapshot.hosts.values()
     ]
-    return PlacementRequest(HostTable.build(rows), todo, dict(placed)), moving
+    guest_hosts = {
+        name: b.host for name, b in snapshot.bindings.items() if b.host and name not in moving
+    }
+    request = PlacementRequest(
+        HostTable.build(rows), todo, dict(placed), traffic=snapshot.traffic, guest_hosts=guest_hosts
+    )
+    return request, moving
 
 
 def plan_placement(snapshot: Snapshot, scheduler: Scheduler) -> PlacementPlan:

@@ -52,6 +52,8 @@ class Snapshot:
     statuses: dict[str, JSON]
     hosts: dict[str, HostRecord]
     expired: frozenset[str] = field(default_factory=frozenset)
+    # bytes/s between guests, by sorted name pair (filled from the agents' flow reports)
+    traffic: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 async def _map(state: ClusterState, prefix: str) -> dict[str, tuple[JSON, int]]:

@@ -7,10 +7,13 @@
                     └──── GuestStatus (reported by the agent)  └── HostStatus (lease, state)
 
 Vocabulary: a *request* is the per-guest resource vector (cpu, memory_mib, iops,
-net_mbps); *spread* names the failure domain replicas of one app never share; an
+net_mbps); *spread* names the failure domain replicas of one app never share; *qos* adds a
+*limit* (a ceiling the host enforces) and *shares* (weight under contention) per
+dimension to the request, which is the *reservation*; an
 *epoch* is the fencing token of a binding, and only grows.
 """
 
+from podium.model._qos import DEFAULT_SHARES, limits_of, shares_of, toleration_matches
 from podium.model._types import (
     DIMENSIONS,
     KINDS,
@@ -35,6 +38,7 @@ from podium.model.manifest import (
 )
 
 __all__ = [
+    "DEFAULT_SHARES",
     "DIMENSIONS",
     "KINDS",
     "AppSpec",
@@ -51,6 +55,9 @@ __all__ = [
     "ManifestError",
     "Resources",
     "Spread",
+    "limits_of",
     "parse_manifest_text",
+    "shares_of",
+    "toleration_matches",
     "validate_document",
 ]

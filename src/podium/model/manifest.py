@@ -21,8 +21,17 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
+from podium.model._qos import (
+    TOLERATION_HINT,
+    TOLERATION_RE,
+    QosModel,
+    check_names,
+    merge_reservations,
+    stored_qos,
+)
 from podium.model._types import AppSpec, GuestSpec, Kind, Resources, Spread
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -135,10 +144,51 @@ def _check_nics(nics: list[NicModel]) -> list[NicModel]:
     return nics
 
 
-class AppSpecModel(_Strict):
+class _Placed(_Strict):
+    """What App and Guest specs share: the request, its QoS, placement constraints."""
+
+    request: RequestModel = RequestModel()
+    qos: QosModel | None = None
+    near: list[str] = Field(default_factory=list)
+    talks_to: list[str] = Field(default_factory=list)
+    tolerations: list[str] = Field(default_factory=list)
+
+    @field_validator("near", "talks_to")
+    @classmethod
+    def _apps(cls, values: list[str]) -> list[str]:
+        return check_names(values, "app name", NAME_RE, NAME_HINT)
+
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, values: list[str]) -> list[str]:
+        return check_names(values, "toleration", TOLERATION_RE, TOLERATION_HINT)
+
+    @model_validator(mode="after")
+    def _fold_reservations(self) -> _Placed:
+        explicit = set(self.request.model_fields_set)
+        merged = merge_reservations(self.request.model_dump(), explicit, self.qos)
+        if merged != self.request.model_dump():
+            object.__setattr__(self, "request", RequestModel(**merged))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The stored spec: qos as limits and shares only; empty constraint lists left out."""
+        data: dict[str, Any] = handler(self)
+        qos = stored_qos(self.qos)
+        if qos:
+            data["qos"] = qos
+        else:
+            data.pop("qos", None)
+        for key in ("near", "talks_to", "tolerations"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
+
+
+class AppSpecModel(_Placed):
     replicas: Annotated[int, Field(ge=0, le=100_000)]
     image: str = "tiny"
-    request: RequestModel = RequestModel()
     spread: Spread | None = None
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
     nics: Nics = Field(default_factory=_default_nics)
@@ -162,9 +212,8 @@ class AppSpecModel(_Strict):
         )
 
 
-class GuestSpecModel(_Strict):
+class GuestSpecModel(_Placed):
     image: str = "tiny"
-    request: RequestModel = RequestModel()
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
     running: bool = True
     nics: Nics = Field(default_factory=_default_nics)

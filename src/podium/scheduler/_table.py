@@ -33,6 +33,9 @@ class HostRow:
     ready: bool = True
     cordoned: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    draining: bool = False  # being emptied: takes no new guests
+    taints: Mapping[str, str] = field(default_factory=dict)  # only tolerating guests land
+    health_risk: float = 0.0  # 0 healthy .. 1 about to fail (telemetry); high: avoid
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +121,9 @@ class GuestRequest:
     spread: Spread | None = None
     priority: int = 0
     moving: bool = False
+    near: tuple[str, ...] = ()  # hard: hosts that run a guest of one of these apps
+    talks_to: tuple[str, ...] = ()  # soft: prefer hosts running these apps
+    tolerations: tuple[str, ...] = ()  # KEY or KEY=VALUE: may land on hosts so tainted
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,11 @@ class PlacementRequest:
     hosts: HostTable
     guests: Sequence[GuestRequest]
     placed: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Measured traffic between guests, bytes/s, keyed by the sorted pair of guest names
+    # (agents' flow accounting); with ``guest_hosts`` (where each already-placed guest
+    # runs) the traffic score puts heavy talkers together.
+    traffic: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    guest_hosts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
