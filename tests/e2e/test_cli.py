@@ -51,13 +51,19 @@ def test_examples_apply_and_run_on_sim_hosts(cluster: Cluster) -> None:
     )
     assert {g["name"] for g in items} == {
         "web-1", "web-2", "web-3", "cache-1", "cache-2", "db-1", "files-1", "logger-1",
+        "ingest-1", "ingest-2",  # qos.yaml
+        "store-1", "store-2", "api-1", "api-2", "trainer-1",  # placement.yaml
     }  # fmt: skip
     for g in items:
         assert {"kind", "name", "spec", "status"} <= g.keys()
         assert {"state", "host", "uuid", "nics"} <= g["status"].keys()
     files = next(g for g in items if g["name"] == "files-1")
     macs = [nic["mac"] for g in items for nic in g["status"]["nics"]]
-    assert len(files["status"]["nics"]) == 2 and len(set(macs)) == len(macs) == 9
+    assert len(files["status"]["nics"]) == 2 and len(set(macs)) == len(macs) == len(items) + 1
+    by_owner: dict[str, set[str]] = {}
+    for g in items:
+        by_owner.setdefault(str(g.get("owner")), set()).add(g["status"]["host"])
+    assert by_owner["api"] <= by_owner["store"]  # near: store
     web_hosts = [g["status"]["host"] for g in items if g.get("owner") == "web"]
     assert len(set(web_hosts)) == 3  # spread: host
     cache_hosts = {g["status"]["host"] for g in items if g.get("owner") == "cache"}

@@ -40,6 +40,9 @@ class StateLink:
         if self.down:
             raise LinkError("partitioned (test)")
 
+    async def ping(self) -> None:
+        self._check()
+
     async def register(
         self,
         name: str,

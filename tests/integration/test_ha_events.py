@@ -40,6 +40,10 @@ class Cuttable:
         if self.cut:
             raise LinkError("partitioned (test)")
 
+    async def ping(self) -> None:
+        self._check()
+        await self.inner.ping()
+
     async def register(self, *args: Any, fenced: FenceReport | None = None) -> Registration:
         self._check()
         return await self.inner.register(*args, fenced=fenced)

@@ -35,7 +35,7 @@ async def test_it_leads_and_its_controllers_act(tmp_path: Path) -> None:
                 while len(names := [g["name"] for g in (await client.list("guests"))[0]]) < 2:
                     await asyncio.sleep(0.1)
             assert sorted(names) == ["web-1", "web-2"]
-            metrics = await client._http._client.get("/metrics")
+            metrics = await client._http._client.get(client._http.server + "/metrics")
             assert "podium_leader 1.0" in metrics.text
             assert 'podium_controller_loops_total{controller="app"}' in metrics.text
 

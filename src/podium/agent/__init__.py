@@ -19,6 +19,7 @@
       migrate ──> migrate_out ──> report_migration(progress…, completed|failed)  (source)
       backup ──> backup ──> report_backup(running, progress…, completed|failed)
       console tail changed ──> push_console (every 2 s at most per guest)
+    FlowSource driver: flow counters ──> rates ──> report_traffic (every 10 s; _traffic)
 
 Vocabulary: an *assignment* is one guest at one epoch (``{"guest", "uid", "epoch",
 "spec"}``); *fencing* is killing every guest before the host lease can expire, so the

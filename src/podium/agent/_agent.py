@@ -41,6 +41,8 @@ from podium.agent._plan import (
     plan_local,
     reports,
 )
+from podium.agent._traffic import DEFAULT_INTERVAL as DEFAULT_TRAFFIC_INTERVAL
+from podium.agent._traffic import check_interval, traffic_loop
 from podium.agent._watchdog import DEFAULT_WATCHDOG, Fence, Watchdog
 from podium.drivers import (
     BackupRequest,
@@ -49,6 +51,7 @@ from podium.drivers import (
     Driver,
     DriverError,
     DriverGuestState,
+    FlowSource,
     GuestConfig,
     GuestInfo,
     LiveMigration,
@@ -95,7 +98,9 @@ class Agent:
     address on the network the other hosts reach; ``podium agent --migration-address``);
     ``None`` refuses incoming migrations. Migration and backup progress is reported at
     most every ``progress_interval`` s; console tails are pushed at most every
-    ``console_interval`` s per guest, if the driver is a ``ConsoleSource``.
+    ``console_interval`` s per guest, if the driver is a ``ConsoleSource``. Traffic
+    between guests is reported every ``traffic_interval`` s if the driver is a
+    ``FlowSource`` (``_traffic``).
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class Agent:
         *,
         capacity: Resources,
         labels: Mapping[str, str] | None = None,
+        taints: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_host_token: Callable[[str], None] | None = None,
         safety_margin: float | None = None,
@@ -117,12 +123,14 @@ class Agent:
         migration_address: str | None = None,
         progress_interval: float = 0.5,
         console_interval: float = 2.0,
+        traffic_interval: float = DEFAULT_TRAFFIC_INTERVAL,
     ) -> None:
         self.name = name
         self.link = link
         self.driver = driver
         self.capacity = capacity
         self.labels = dict(labels or {})
+        self.taints = dict(taints or {})
         self._clock = clock
         self._on_host_token = on_host_token
         self._safety_margin = safety_margin
@@ -134,6 +142,7 @@ class Agent:
         self.migration_address = migration_address
         self._progress_interval = progress_interval
         self._console_interval = console_interval
+        self._traffic_interval = check_interval(traffic_interval)
         self.state = AgentState.STOPPED
         self.history: collections.deque[AgentState] = collections.deque(maxlen=256)
         self.registration: Registration | None = None
@@ -196,6 +205,16 @@ class Agent:
                                 self._console_loop(self.driver),
                                 name=f"{self.name}-console",
                             )
+                        if isinstance(self.driver, FlowSource):
+                            traffic = traffic_loop(
+                                self.name,
+                                self.link,
+                                self.driver,
+                                interval=self._traffic_interval,
+                                clock=self._clock,
+                                fenced=self.fence.is_fenced,
+                            )
+                            supervise(tg, traffic, name=f"{self.name}-traffic")
                         _end_session(await self._hold_lease(registration))
                 except* _SessionEnded as group:
                     log.warning("agent %s: %s; registering again", self.name, group.exceptions[0])
@@ -222,6 +241,7 @@ class Agent:
                     # wrongly on the server's timeline. Register over a link that answers.
                     await self.link.ping()
                 sent = self._clock()
+                extra: dict[str, Any] = {"taints": dict(self.taints)} if self.taints else {}
                 reg = await self.link.register(
                     self.name,
                     self.capacity.to_dict(),
@@ -229,6 +249,7 @@ class Agent:
                     self.driver.kind,
                     podium.__version__,
                     fenced=self._fence_report(sent),
+                    **extra,  # only when tainted: links that predate taints still work
                 )
             except LinkError as err:
                 log.warning("agent %s: cannot register (%s); retrying", self.name, err)

@@ -93,10 +93,12 @@ class ServerLink(Protocol):
         agent_version: str,
         *,
         fenced: FenceReport | None = None,
+        taints: dict[str, str] | None = None,
     ) -> Registration:
         """Join (or re-join) the cluster as host ``name`` with a fresh lease.
 
         ``fenced``: the host fenced itself since its last registration (why, when).
+        ``taints``: ``{key: value}``; only guests tolerating all of them land here.
         If the server returns a host token, the link authenticates with it for every
         later call; persisting it is the agent's job (``on_host_token``).
         """
@@ -159,6 +161,13 @@ class ServerLink(Protocol):
         """Store the tail (at most 16 KiB) of ``guest``'s serial console
         (``PUT /api/v1/agent/{host}/console/{guest}``); the server accepts it only from
         the guest's host. Best effort: the agent logs failures and pushes again later."""
+        ...
+
+    async def report_traffic(self, host: str, report: dict[str, Any]) -> None:
+        """Report the traffic between guests measured here over the last interval,
+        ``{"interval_s": float, "pairs": [{"a", "b", "bytes_per_s"}]}`` where ``a``/``b``
+        is a guest name or a MAC (``POST /api/v1/agent/{host}/traffic``; it replaces
+        the host's previous report). Best effort: the agent logs failures."""
         ...
 
     async def close(self) -> None:

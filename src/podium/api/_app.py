@@ -21,9 +21,11 @@ from podium.api import (
     _routes_console,
     _routes_migrations,
     _routes_objects,
+    _routes_rebalance,
+    _routes_traffic,
 )
 from podium.api._auth import AuthMiddleware, HTTPError, TokenAuthenticator
-from podium.api._context import ApiContext
+from podium.api._context import Admission, ApiContext, RebalanceService
 from podium.api._metrics import Metrics, MetricsMiddleware
 from podium.api.schemas import ErrorBody
 from podium.state import ClusterState, NotFound, StateError
@@ -50,13 +52,16 @@ def create_app(
     heartbeat: float = 10.0,
     token_cache_ttl: float = 2.0,
     clock: Callable[[], float] = time.time,
+    admission: Admission | None = None,
+    rebalancer: RebalanceService | None = None,
 ) -> FastAPI:
     """Build the API app over ``state``.
 
     ``metrics`` defaults to a fresh :class:`Metrics` (its own registry);
     ``host_ttl`` is the lease TTL granted to registering agents; ``is_leader`` tells
     ``/healthz`` whether this server runs the controllers; ``heartbeat`` is the
-    BOOKMARK interval of watch streams. :func:`context_of` gives the app's context
+    BOOKMARK interval of watch streams; ``admission`` checks applies (None: admit all);
+    ``rebalancer`` answers ``/rebalance``. :func:`context_of` gives the app's context
     (call ``close_streams()`` on it before shutting the server down).
     """
     metrics = metrics if metrics is not None else Metrics()
@@ -78,6 +83,8 @@ def create_app(
         host_ttl=host_ttl,
         heartbeat=heartbeat,
         is_leader=is_leader or (lambda: False),
+        admission=admission,
+        rebalancer=rebalancer,
     )
     app.include_router(_routes_cluster.router)
     app.include_router(_routes_agent.router)
@@ -85,6 +92,8 @@ def create_app(
     app.include_router(_routes_backups.agent_router)
     app.include_router(_routes_console.router)
     app.include_router(_routes_migrations.router)  # before objects' /{kind} catch-alls
+    app.include_router(_routes_traffic.router)  # before objects' /{kind} catch-alls
+    app.include_router(_routes_rebalance.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_objects.router)
     _install_error_handlers(app)
     app.add_middleware(AuthMiddleware, authenticator=auth)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, cast
+from typing import Annotated, Any, Protocol, cast
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import StreamingResponse
@@ -13,10 +13,33 @@ from starlette.types import Send
 
 from podium.api._auth import HTTPError, Principal, TokenAuthenticator, principal_of
 from podium.api._metrics import Metrics
-from podium.model import KINDS, Kind
+from podium.model import KINDS, Kind, Manifest
 from podium.state import ClusterState
 
 NDJSON = "application/x-ndjson"
+
+
+class Admission(Protocol):
+    """The apply hook (the server's ``--failures-to-tolerate`` / ``--spare-host``)."""
+
+    async def check(self, state: ClusterState, manifests: Sequence[Manifest]) -> str | None:
+        """None to admit ``manifests``, else why not (one line; the apply answers 409).
+
+        Reads only; called before the apply's transaction.
+        """
+        ...
+
+
+class RebalanceService(Protocol):
+    """Rebalancing passes on demand (``podium rebalance``); both answer JSON objects."""
+
+    async def plan_dict(self, state: ClusterState) -> dict[str, Any]:
+        """The plan a pass would make now (reads only)."""
+        ...
+
+    async def apply_dict(self, state: ClusterState) -> dict[str, Any]:
+        """Request the plan's migrations (within the budget); the plan and what was made."""
+        ...
 
 
 @dataclass(slots=True)
@@ -30,6 +53,8 @@ class ApiContext:
     heartbeat: float
     is_leader: Callable[[], bool]
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    admission: Admission | None = None  # None: every valid apply is admitted
+    rebalancer: RebalanceService | None = None  # None: /rebalance answers 409
 
     def close_streams(self) -> None:
         """End every open watch stream (at shutdown, so connections can drain)."""

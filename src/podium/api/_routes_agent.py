@@ -69,6 +69,7 @@ async def register(body: RegisterRequest, ctx: Ctx, who: Who) -> RegisterRespons
         lease=lease.id,
         driver=body.driver,
         agent_version=body.agent_version,
+        taints=body.taints,
     )
     if old_lease and old_lease != lease.id:
         await store.revoke(old_lease)

@@ -84,6 +84,9 @@ async def apply(body: ApplyRequest, ctx: Ctx, who: Who) -> ApplyResponse:
                 f"{who.app!r}, not {manifest.kind.value} {manifest.name!r}",
             )
         manifests.append(manifest)
+    refusal = ctx.admission and await ctx.admission.check(ctx.state, manifests)
+    if refusal:
+        raise HTTPError(409, f"{body.source}: refused: {refusal}")
     try:
         result = await ctx.state.apply(manifests)
     except InvalidRequest as err:  # e.g. more documents than one transaction may hold

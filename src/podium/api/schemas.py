@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from podium.model import GuestState
+from podium.model._qos import MAX_CONSTRAINTS, TOLERATION_RE
 
 JSONObject = dict[str, Any]
 
@@ -130,11 +131,34 @@ class RegisterRequest(_Body):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$", examples=["host-1"])
     capacity: Capacity
     labels: dict[str, str] = Field(default_factory=dict, examples=[{"rack": "r1"}])
+    taints: dict[str, str] = Field(
+        default_factory=dict,
+        examples=[{"gpu": "a100"}],
+        description="only guests tolerating every taint are placed on this host",
+    )
     driver: str = "sim"
     agent_version: str = "0.0.0"
     fenced: FenceReport | None = Field(
         default=None, description="set when registering again after a self-fence"
     )
+
+    @field_validator("taints")
+    @classmethod
+    def _check_taints(cls, taints: dict[str, str]) -> dict[str, str]:
+        return check_taints(taints)
+
+
+def check_taints(taints: dict[str, str]) -> dict[str, str]:
+    """Taints as a host registers them: ``{KEY: VALUE}``, named like tolerations."""
+    if len(taints) > MAX_CONSTRAINTS:
+        raise ValueError(f"{len(taints)} taints; at most {MAX_CONSTRAINTS}")
+    for key, value in taints.items():
+        if not value or not TOLERATION_RE.match(f"{key}={value}"):
+            raise ValueError(
+                f"taint {key}={value} is not valid: use KEY=VALUE (KEY: lowercase letters, "
+                "digits, '-', '_', '.'; VALUE: letters, digits, '-', '_', '.'), e.g. gpu=a100"
+            )
+    return taints
 
 
 class RegisterResponse(BaseModel):

@@ -14,6 +14,9 @@ from podium.cli._guests import guest_app
 from podium.cli._hosts import host_app
 from podium.cli._image import image_app
 from podium.cli._lab import lab_app
+from podium.cli._plan import plan
+from podium.cli._rebalance import rebalance
+from podium.cli._traffic import traffic
 
 app = typer.Typer(
     name="podium",
@@ -46,6 +49,9 @@ app.command()(_objects.apply)
 app.command()(_objects.get)
 app.command()(_objects.delete)
 app.command()(_objects.events)
+app.command()(traffic)
+app.command()(rebalance)
+app.command()(plan)
 app.add_typer(guest_app, name="guest")
 app.add_typer(host_app, name="host")
 app.add_typer(backup_app, name="backup")

@@ -69,6 +69,49 @@ def server(
     max_migrations_per_host: Annotated[
         int, typer.Option(min=1, help="Live migrations in flight per host (source or target)")
     ] = 1,
+    failures_to_tolerate: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="K",
+            help="Keep room to restart all guests after any K host failures (0: off)",
+        ),
+    ] = 1,
+    spare_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="A dedicated spare host for failover (repeatable)",
+        ),
+    ] = None,
+    rebalance: Annotated[
+        bool,
+        typer.Option(
+            "--rebalance",
+            help="Rebalance continuously (live migrations; see podium rebalance --dry-run)",
+        ),
+    ] = False,
+    rebalance_interval: Annotated[
+        float, typer.Option(min=1.0, help="Seconds between rebalancing passes")
+    ] = 60.0,
+    rebalance_window: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds before a guest the rebalancer moved may move again"),
+    ] = 1800.0,
+    rebalance_max_concurrent: Annotated[
+        int, typer.Option(min=0, help="Rebalancing: migrations in flight, at most")
+    ] = 2,
+    rebalance_max_per_hour: Annotated[
+        int, typer.Option(min=0, help="Rebalancing: migrations started per hour, at most")
+    ] = 12,
+    rebalance_hot: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Usage share of capacity (any dimension) above which a host is hot",
+        ),
+    ] = 0.85,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "warning",
 ) -> None:
     """Run the API server and (when elected leader) the controllers."""
@@ -82,6 +125,10 @@ def server(
         extra_listen=tuple(listen_netns), guest_subnet=guest_subnet, guest_pool=guest_pool,
         guest_gateway=guest_gateway, max_migrations=max_migrations,
         max_migrations_per_host=max_migrations_per_host,
+        failures_to_tolerate=failures_to_tolerate, spare_hosts=tuple(spare_host or ()),
+        rebalance=rebalance, rebalance_interval=rebalance_interval,
+        rebalance_window=rebalance_window, rebalance_max_concurrent=rebalance_max_concurrent,
+        rebalance_max_per_hour=rebalance_max_per_hour, rebalance_hot=rebalance_hot,
     )  # fmt: skip
     try:
         asyncio.run(serve(settings, ready=lambda line: console.print(line, highlight=False)))
@@ -157,6 +204,26 @@ def _parse_labels(labels: list[str]) -> dict[str, str]:
     return out
 
 
+def _parse_taints(taints: list[str]) -> dict[str, str]:
+    """``--taint KEY=VALUE`` values as ``{key: value}``; fails with a one-line error."""
+    from podium.model._qos import MAX_CONSTRAINTS, TOLERATION_RE  # noqa: PLC0415
+
+    out: dict[str, str] = {}
+    for item in taints:
+        key, sep, value = item.partition("=")
+        if not sep or not value or not TOLERATION_RE.match(item):
+            fail(
+                f"bad --taint {item!r}: expected KEY=VALUE (KEY: lowercase letters, digits, "
+                "'-', '_', '.'; VALUE: letters, digits, '-', '_', '.'), e.g. --taint gpu=a100"
+            )
+        if key in out and out[key] != value:
+            fail(f"--taint {key} given twice ({out[key]}, {value}): a host has one value per key")
+        out[key] = value
+    if len(out) > MAX_CONSTRAINTS:
+        fail(f"{len(out)} --taint values; at most {MAX_CONSTRAINTS}")
+    return out
+
+
 def _server_urls(values: list[str]) -> list[str]:
     """The agent's ``--server`` values: repeated and/or comma-separated http(s) URLs.
 
@@ -217,6 +284,13 @@ def agent(
     label: Annotated[
         list[str], typer.Option(help="KEY=VALUE, e.g. rack=r1, site=s1. Repeatable.")
     ] = [],  # noqa: B006
+    taint: Annotated[
+        list[str],
+        typer.Option(
+            help="KEY=VALUE, e.g. gpu=a100: only guests that tolerate it are placed here "
+            "(dedicated hosts). Repeatable."
+        ),
+    ] = [],  # noqa: B006
     migration_address: Annotated[
         str | None,
         typer.Option(
@@ -233,6 +307,7 @@ def agent(
     from podium.model import Resources  # noqa: PLC0415
 
     servers = _server_urls(server_url)
+    taints = _parse_taints(taint)
     if driver not in DRIVERS:
         fail(f"unknown driver {driver!r}: expected one of {', '.join(sorted(DRIVERS))}")
     try:
@@ -275,6 +350,7 @@ def agent(
             drv,
             capacity=capacity,
             labels=_parse_labels(label),
+            taints=taints,
             on_host_token=lambda t: write_secret(token_file, t + "\n"),
             migration_address=migration_address,
         )

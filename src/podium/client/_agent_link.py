@@ -6,6 +6,7 @@
                                                    | /{host}/status | /{host}/backups
                                                    | /{host}/migrations
                                                    | /{host}/console/{guest}
+                                                   | /{host}/traffic
     errors:  no answer, 5xx, 409 (host still alive) ──> LinkError     (retry later)
              410 (lease gone)                        ──> LeaseExpired  (fence, register again)
              401, 403, other 4xx                     ──> AgentError    (not retryable)
@@ -91,6 +92,7 @@ class AgentLink:
         agent_version: str,
         *,
         fenced: FenceReport | None = None,
+        taints: dict[str, str] | None = None,
     ) -> Registration:
         body = {
             "name": name,
@@ -101,6 +103,8 @@ class AgentLink:
         }
         if fenced is not None:
             body["fenced"] = fenced.to_dict()
+        if taints:
+            body["taints"] = taints
         answer = await self._call("POST", "/api/v1/agent/register", body)
         registration = Registration(
             host_token=answer.get("host_token"),
@@ -155,6 +159,9 @@ class AgentLink:
 
     async def push_console(self, host: str, guest: str, text: str) -> None:
         await self._call("PUT", f"/api/v1/agent/{host}/console/{guest}", {"text": text})
+
+    async def report_traffic(self, host: str, report: JSON) -> None:
+        await self._call("POST", f"/api/v1/agent/{host}/traffic", report)
 
     async def close(self) -> None:
         if not self._closed:

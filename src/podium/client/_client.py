@@ -244,6 +244,24 @@ class AsyncPodiumClient:
         body: JSON = await self._http.request("GET", f"/api/v1/guests/{guest}/console")
         return body
 
+    async def traffic(self) -> JSON:
+        """The traffic matrix (admin): ``{"pairs": [{"a", "b", "bytes_per_s", "hosts",
+        "at"}], "hosts": [{"host", "at", "interval_s", "stale"}]}``, busiest pair first."""
+        body: JSON = await self._http.request("GET", "/api/v1/traffic")
+        return body
+
+    async def rebalance_plan(self) -> JSON:
+        """What one rebalancing pass would do now (admin): ``{"moves": [{"guest", "from",
+        "to", "reason", "benefit", "cost"}], "budget", "hot_before", "hot_after", "notes"}``."""
+        body: JSON = await self._http.request("GET", "/api/v1/rebalance/plan")
+        return body
+
+    async def rebalance(self) -> JSON:
+        """Run one rebalancing pass now (admin): the plan plus ``requested`` migration ids
+        and ``skipped`` (why some moves were not requested)."""
+        body: JSON = await self._http.request("POST", "/api/v1/rebalance")
+        return body
+
     # -- streams ---------------------------------------------------------------------
 
     async def _watch(

@@ -336,8 +336,18 @@ def placement_request(snapshot: Snapshot) -> tuple[PlacementRequest, dict[str, s
     guest_hosts = {
         name: b.host for name, b in snapshot.bindings.items() if b.host and name not in moving
     }
+    guest_apps = {
+        name: app
+        for name, rec in snapshot.guests.items()
+        if (app := rec["spec"].get("app") or rec.get("owner"))
+    }
     request = PlacementRequest(
-        HostTable.build(rows), todo, dict(placed), traffic=snapshot.traffic, guest_hosts=guest_hosts
+        HostTable.build(rows),
+        todo,
+        dict(placed),
+        traffic=snapshot.traffic,
+        guest_hosts=guest_hosts,
+        guest_apps=guest_apps,
     )
     return request, moving
 

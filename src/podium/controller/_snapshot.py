@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podium.model import HostState, Kind
-from podium.state import ClusterState, dumps, keys, loads
+from podium.state import ClusterState, dumps, keys, loads, read_traffic
 from podium.store import Compare, Put
 
 JSON = dict[str, Any]
@@ -106,7 +106,8 @@ async def lease_expired(state: ClusterState, host: HostRecord) -> bool:
 
 
 async def read_snapshot(state: ClusterState) -> Snapshot:
-    """Guests, bindings, guest statuses and hosts; lost hosts' leases are confirmed expired."""
+    """Guests, bindings, guest statuses and hosts; lost hosts' leases are confirmed expired;
+    the traffic between guests from the agents' fresh reports."""
     guests = {n: rec for n, (rec, _) in (await _map(state, keys.object_prefix(Kind.GUEST))).items()}
     bindings = {
         n: BindingRow(b.get("host"), int(b["epoch"]), rev, (b.get("migration") or {}).get("to"))
@@ -125,7 +126,9 @@ async def read_snapshot(state: ClusterState) -> Snapshot:
             and await lease_expired(state, h)
         ]
     )
-    return Snapshot(guests, bindings, statuses, hosts, expired)
+    # one range read of the agents' reports (one key per host), merged in memory
+    traffic = (await read_traffic(state)).rates()
+    return Snapshot(guests, bindings, statuses, hosts, expired, traffic)
 
 
 async def guests_named(state: ClusterState, prefix: str) -> list[JSON]:

@@ -9,7 +9,8 @@
                     kill_all (watchdog thread: self-fencing, works while the loop is blocked)
 
     optional protocols: LiveMigration (prepare_incoming, migrate_out, activate),
-                        BlockBackup (backup), ConsoleSource (console)
+                        BlockBackup (backup), ConsoleSource (console),
+                        FlowSource (flow_counters: bytes between guests; _flows)
 
 Vocabulary: a *config* is one guest at one binding epoch (what to run); an *info* is
 what the driver observes of it. Drivers live in the explicit :data:`DRIVERS` registry,
@@ -23,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from podium.drivers._flows import FlowSource
 from podium.drivers._protocol import (
     BackupError,
     BackupRequest,
@@ -43,6 +45,8 @@ from podium.drivers._protocol import (
     MigrationProgress,
     MigrationResult,
 )
+from podium.drivers._qos import GuestQos
+from podium.drivers._sim_traffic import SimTraffic
 from podium.drivers.qemu import qemu_driver
 from podium.drivers.sim import SimDriver
 from podium.model import Resources
@@ -69,15 +73,18 @@ __all__ = [
     "DriverError",
     "DriverFactory",
     "DriverGuestState",
+    "FlowSource",
     "GuestBusy",
     "GuestConfig",
     "GuestInfo",
     "GuestKilled",
     "GuestNotFound",
+    "GuestQos",
     "InsufficientResources",
     "LiveMigration",
     "MigrationError",
     "MigrationProgress",
     "MigrationResult",
     "SimDriver",
+    "SimTraffic",
 ]

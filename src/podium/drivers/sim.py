@@ -44,6 +44,8 @@ from podium.drivers._protocol import (
     MigrationProgress,
     MigrationResult,
 )
+from podium.drivers._qos import GuestQos
+from podium.drivers._sim_traffic import SimTraffic
 from podium.model import Resources
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -86,6 +88,7 @@ class SimDriver:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         data_dir: Path | None = None,
+        traffic: SimTraffic | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -98,6 +101,9 @@ class SimDriver:
         self._guests: dict[str, _Guest] = {}
         self._lock = threading.Lock()
         self.starts = 0  # how many starts were attempted (tests assert on restarts)
+        self.traffic = traffic  # FlowSource model, shared by the hosts of one simulation
+        if traffic is not None:
+            traffic.attach(self)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -231,6 +237,16 @@ class SimDriver:
             g = self._guests.get(name)
             return self._info(g) if g else None
 
+    def running_configs(self) -> builtins.list[GuestConfig]:
+        """The configs of the guests running now (for :class:`SimTraffic`)."""
+        with self._lock:
+            return [g.config for g in self._guests.values() if g.state is S.RUNNING]
+
+    async def flow_counters(self) -> dict[tuple[str, str], int] | None:
+        """See :class:`~podium.drivers.FlowSource`: the ``traffic`` model's counters;
+        ``None`` without a model."""
+        return None if self.traffic is None else self.traffic.counters(self.name)
+
     def _claim(self, g: _Guest, state: DriverGuestState, message: str) -> None:
         """Check capacity and make ``g`` active in ``state`` (caller holds the lock)."""
         short = self._shortfall(g.config.request)
@@ -320,6 +336,13 @@ class SimDriver:
                 if g.state.active:
                     g.generation += 1
                     self._set(g, S.FAILED, "crashed")
+
+    def qos(self, name: str) -> GuestQos | None:
+        """The limits and shares an active guest is held to (its spec's ``qos``; the model
+        keeps them for simulations and tests, and enforces nothing), else None."""
+        with self._lock:
+            g = self._guests.get(name)
+            return GuestQos.of(g.config.spec) if g is not None and g.state.active else None
 
     def running_uids(self) -> builtins.list[str]:
         """Uids of guests running now (to hunt double runs across simulated hosts)."""

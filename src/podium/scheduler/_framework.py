@@ -8,15 +8,17 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from podium.scheduler._constraints import NearFilter, TaintFilter
 from podium.scheduler._plugins import (
     BatchState,
     BestFitScore,
     FilterPlugin,
     FitFilter,
-    ReadyFilter,
+    HostStateFilter,
     ScorePlugin,
     SpreadFilter,
 )
+from podium.scheduler._scores import HealthScore, SpreadScore, TrafficScore
 from podium.scheduler._table import (
     Floats,
     GuestRequest,
@@ -32,13 +34,15 @@ SCORE_TOLERANCE = 1e-9
 class Scheduler(Protocol):
     """Decides where guests go. Pure: reads its input, writes nothing anywhere.
 
-    - ``place`` never puts a guest on a host that is not ready or is cordoned, never
-      exceeds any host's capacity in any dimension (counting ``hosts.allocated`` and
-      every guest placed earlier in the same batch), and never breaks a spread
-      (counting ``request.placed``).
+    - ``place`` never puts a guest on a host that is not ready, cordoned, draining or
+      unhealthy, or whose taints it does not tolerate; never exceeds any host's
+      capacity in any dimension (counting ``hosts.allocated`` and every guest placed
+      earlier in the same batch); never breaks a spread (counting ``request.placed``)
+      or a ``near`` (once a guest of a near app is placed, in or before the batch).
     - Guests are placed in priority order (higher first); a guest that does not fit
       does not stop the others. Within a priority, guests moving off a lost host go
-      first, then guests with a spread (the most constrained), then bigger ones.
+      first, then guests without ``near`` (so the apps they follow are placed before
+      them), then guests with a spread (the most constrained), then bigger ones.
     - Deterministic: the same request gives the same result, whatever the order of
       ``request.guests`` or of the host rows.
     - It does not mutate ``request``.
@@ -71,7 +75,7 @@ class FrameworkScheduler:
 
     ::
 
-        for each guest (priority; moving, spread and big first; then name):
+        for each guest (priority; moving, no near, spread, big first; then name):
             mask  = AND of filters (cheap first)       ──none──> reason from per-filter counts
             score = sum of weight * score plugin (0..100) over the hosts left
             host  = best score; ties: hash(guest, host)  ──> commit (consume virtually)
@@ -93,9 +97,10 @@ class FrameworkScheduler:
 
         def order(
             g: GuestRequest,
-        ) -> tuple[int, bool, bool, float, tuple[tuple[int, int | str], ...]]:
+        ) -> tuple[int, bool, bool, bool, float, tuple[tuple[int, int | str], ...]]:
             size = float((np.array(g.request.as_tuple()) / scale).max())
-            return (-g.priority, not g.moving, g.spread is None, -size, _natural(g.name))
+            near = bool(g.near)
+            return (-g.priority, not g.moving, near, g.spread is None, -size, _natural(g.name))
 
         placements: dict[str, str] = {}
         unplaced: dict[str, str] = {}
@@ -118,9 +123,12 @@ class FrameworkScheduler:
         rows = np.flatnonzero(feasible)
         if rows.size == 0:
             return None, self._explain(batch, guest, vector, masks)
+        if rows.size == 1:  # no choice to score
+            return int(rows[0]), ""
         total = np.zeros(rows.size, dtype=np.float64)
         for plugin, weight in self.scores:
-            total += weight * np.clip(plugin.score(batch, guest, vector, rows), 0.0, 100.0)
+            score = plugin.score(batch, guest, vector, rows)
+            total += weight * np.minimum(np.maximum(score, 0.0), 100.0)  # ufuncs: no wrappers
         best = rows[total >= total.max() - SCORE_TOLERANCE]
         if best.size == 1:
             return int(best[0]), ""
@@ -149,8 +157,28 @@ class FrameworkScheduler:
 
 
 def default_scheduler() -> FrameworkScheduler:
-    """Ready, fit and spread filters (cheap first); best-fit score."""
+    """Host state, taints, fit, spread and near filters (cheap first); four scores.
+
+    Weights, in points of a 0..100 score:
+
+    - best-fit 1.0: the base. Packing keeps whole hosts free for big guests, for
+      failover and to power down; a host 60% full beats an empty one by 60 points.
+    - spread 0.5: the host holding the most replicas of the app loses 25 points
+      (up to 50 with its rack and site), so replicas fan out over hosts about as
+      full, yet do not open empty hosts when fuller ones are 25-50 points ahead (a
+      hard ``spread`` is a filter, not a score).
+    - traffic 1.0: a host keeping all of a heavy talker's traffic local gains up to
+      100, more than any packing difference: local traffic spares the NICs and the
+      network and is faster; light talkers (well under 1 MB/s) gain next to nothing.
+    - health 0.5: a host at risk 0.5 loses 25 points, so it gets new guests only
+      when clearly the better fit; at 0.8 and above the host-state filter drops it.
+    """
     return FrameworkScheduler(
-        filters=[ReadyFilter(), FitFilter(), SpreadFilter()],
-        scores=[(BestFitScore(), 1.0)],
+        filters=[HostStateFilter(), TaintFilter(), FitFilter(), SpreadFilter(), NearFilter()],
+        scores=[
+            (BestFitScore(), 1.0),
+            (SpreadScore(), 0.5),
+            (TrafficScore(), 1.0),
+            (HealthScore(), 0.5),
+        ],
     )

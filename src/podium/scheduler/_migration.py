@@ -3,7 +3,7 @@
 ::
 
     host views + guest views (the API's shapes) ──> MigrationPlanner.from_views
-        rows: ready = state "ready"; cordoned = cordoned or draining; allocated as shown
+        rows: ready = state "ready"; cordoned, draining, taints; allocated as shown
               (a migration's target already counts the guest coming to it)
     planner.choose(scheduler, guest)   ──> best host but its source, or "0/N hosts fit: ..."
     planner.problem(guest, target)     ──> why ``target`` cannot take it (one line), or None
@@ -42,6 +42,8 @@ def guest_request_of(view: Mapping[str, Any]) -> GuestRequest:
         spread=Spread(spread) if spread else None,
         priority=int(spec.get("priority", 0)),
         moving=True,
+        near=tuple(spec.get("near", ())),
+        tolerations=tuple(spec.get("tolerations", ())),
     )
 
 
@@ -52,8 +54,10 @@ def host_row_of(view: Mapping[str, Any]) -> HostRow:
         capacity=Resources.from_dict(status.get("capacity", {})),
         allocated=Resources.from_dict(status.get("allocated", {})),
         ready=status.get("state") == "ready",
-        cordoned=bool(status.get("cordoned") or status.get("draining")),
+        cordoned=bool(status.get("cordoned")),
         labels=dict(status.get("labels", {})),
+        draining=bool(status.get("draining")),
+        taints=dict(status.get("taints", {})),
     )
 
 

@@ -27,15 +27,21 @@ class BatchState:
     free: Floats  # capacity - allocated, updated as the batch places guests
     app_counts: dict[str, Ints] = field(default_factory=dict)  # replicas per host, per app
     memo: dict[str, Bools] = field(default_factory=dict)  # guest-independent masks
+    where: dict[str, int] = field(default_factory=dict)  # guest -> row, placed or in batch
+    request: PlacementRequest | None = None
+    cache: dict[str, object] = field(default_factory=dict)  # plugins' per-batch indexes
 
     @classmethod
     def start(cls, request: PlacementRequest) -> BatchState:
         table = request.hosts
-        state = cls(table, table.capacity - table.allocated)
+        state = cls(table, table.capacity - table.allocated, request=request)
         for app, hosts in request.placed.items():
             rows = [table.index[h] for h in hosts if h in table.index]
             if rows:
                 state.counts(app)[:] += np.bincount(rows, minlength=len(table))
+        state.where = {
+            g: table.index[h] for g, h in request.guest_hosts.items() if h in table.index
+        }
         return state
 
     def counts(self, app: str) -> Ints:
@@ -48,6 +54,7 @@ class BatchState:
     def commit(self, guest: GuestRequest, vector: Floats, row: int) -> None:
         """Consume ``guest``'s request on host ``row`` for the rest of the batch."""
         self.free[row] -= vector
+        self.where[guest.name] = row
         if guest.app is not None:
             self.counts(guest.app)[row] += 1
 
@@ -84,23 +91,47 @@ class ScorePlugin(Protocol):
     ) -> Floats: ...
 
 
-class ReadyFilter:
-    """Only hosts whose lease is alive and that no operator cordoned."""
+UNHEALTHY_RISK = 0.8  # health risk at or above which a host takes no new guests
 
-    name = "ready"
+
+class HostStateFilter:
+    """Only hosts that are ready (lease alive), not cordoned, not draining, not unhealthy.
+
+    ``unhealthy``: telemetry puts the host's risk of failing at ``unhealthy_risk`` or
+    more; below that the health score only makes it less attractive.
+    """
+
+    name = "host-state"
+
+    def __init__(self, unhealthy_risk: float = UNHEALTHY_RISK) -> None:
+        self.unhealthy_risk = unhealthy_risk
 
     def filter(self, batch: BatchState, guest: GuestRequest, vector: Floats) -> Bools:
         mask = batch.memo.get(self.name)
         if mask is None:
-            mask = batch.memo[self.name] = batch.table.ready & ~batch.table.cordoned
+            t = batch.table
+            mask = t.ready & ~t.cordoned & ~t.draining & (t.health_risk < self.unhealthy_risk)
+            batch.memo[self.name] = mask
         return mask
 
     def explain(
         self, batch: BatchState, guest: GuestRequest, vector: Floats, rejected: Bools
     ) -> Phrases:
-        not_ready = int(np.count_nonzero(rejected & ~batch.table.ready))
-        cordoned = int(np.count_nonzero(rejected)) - not_ready
-        return [(not_ready, "were not ready"), (cordoned, "were cordoned")]
+        t = batch.table
+        left = rejected.copy()
+        phrases: Phrases = []
+        for why, bad in (
+            ("were not ready", ~t.ready),
+            ("were cordoned", t.cordoned),
+            ("were draining", t.draining),
+            ("were unhealthy", t.health_risk >= self.unhealthy_risk),
+        ):  # each host counted once, by the first reason that applies
+            phrases.append((int(np.count_nonzero(left & bad)), why))
+            left &= ~bad
+        return phrases
+
+
+ReadyFilter = HostStateFilter  # its name before draining and health joined it
 
 
 class FitFilter:
@@ -164,9 +195,13 @@ class BestFitScore:
     name = "best-fit"
 
     def score(self, batch: BatchState, guest: GuestRequest, vector: Floats, rows: Ints) -> Floats:
-        capacity = batch.table.capacity[rows]
-        used = capacity - batch.free[rows] + vector
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fraction = np.where(capacity > 0, used / np.where(capacity > 0, capacity, 1.0), 0.0)
-        dominant: Floats = np.clip(fraction.max(axis=1), 0.0, 1.0) * 100.0
+        inverse = batch.cache.get(self.name)
+        if not isinstance(inverse, np.ndarray):  # once per batch: 1/capacity, 0 where none
+            capacity = batch.table.capacity
+            inverse = np.divide(1.0, capacity, out=np.zeros_like(capacity), where=capacity > 0)
+            batch.cache[self.name] = inverse
+        scale = inverse[rows]
+        # used / capacity = (capacity - free + request) / capacity = 1 - (free - request) / capacity
+        fraction = (scale > 0) - (batch.free[rows] - vector) * scale
+        dominant: Floats = np.minimum(np.maximum(fraction.max(axis=1), 0.0), 1.0) * 100.0
         return dominant

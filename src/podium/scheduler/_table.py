@@ -46,6 +46,10 @@ class HostTable:
     ``rack``/``site`` are integer codes into ``rack_names``/``site_names`` (a host
     without the label has the code of ``""``: unlabeled hosts share one domain, so a
     spread is never broken by a missing label, only made stricter).
+
+    Taints are columns: ``taint_names[t]`` is a ``(key, value)`` pair and
+    ``tainted[i, t]`` says host ``i`` carries it, so a toleration check is one
+    boolean reduction over ``(n, T)`` (T: distinct taints in the cluster, usually few).
     """
 
     names: tuple[str, ...]
@@ -57,6 +61,10 @@ class HostTable:
     site: Ints
     rack_names: tuple[str, ...]
     site_names: tuple[str, ...]
+    draining: Bools
+    health_risk: Floats  # 0 healthy .. 1 failing, clipped
+    tainted: Bools  # (n, T)
+    taint_names: tuple[tuple[str, str], ...]
 
     @classmethod
     def build(cls, rows: Sequence[HostRow]) -> HostTable:
@@ -67,6 +75,12 @@ class HostTable:
         allocated = np.array([r.allocated.as_tuple() for r in rows], dtype=np.float64)
         racks, rack = _codes([r.labels.get("rack", "") for r in rows])
         sites, site = _codes([r.labels.get("site", "") for r in rows])
+        taint_names = tuple(sorted({(str(k), str(v)) for r in rows for k, v in r.taints.items()}))
+        column = {t: j for j, t in enumerate(taint_names)}
+        tainted = np.zeros((n, len(taint_names)), dtype=np.bool_)
+        for i, r in enumerate(rows):  # once per snapshot, not per guest
+            for k, v in r.taints.items():
+                tainted[i, column[(str(k), str(v))]] = True
         return cls(
             names=tuple(r.name for r in rows),
             capacity=capacity.reshape(n, NDIM),
@@ -77,6 +91,12 @@ class HostTable:
             site=site,
             rack_names=racks,
             site_names=sites,
+            draining=np.array([r.draining for r in rows], dtype=np.bool_),
+            health_risk=np.clip(
+                np.array([r.health_risk for r in rows], dtype=np.float64), 0.0, 1.0
+            ),
+            tainted=tainted,
+            taint_names=taint_names,
         )
 
     def __len__(self) -> int:
@@ -86,6 +106,11 @@ class HostTable:
     def index(self) -> dict[str, int]:
         """Row of each host name."""
         return {name: i for i, name in enumerate(self.names)}
+
+    @cached_property
+    def at_risk(self) -> bool:
+        """Whether any host has a health risk above zero."""
+        return bool(self.health_risk.any())
 
     @cached_property
     def host_hash(self) -> NDArray[np.uint64]:
@@ -143,6 +168,9 @@ class PlacementRequest:
     # runs) the traffic score puts heavy talkers together.
     traffic: Mapping[tuple[str, str], float] = field(default_factory=dict)
     guest_hosts: Mapping[str, str] = field(default_factory=dict)
+    # The app of each already-placed guest: a new guest with no traffic of its own is
+    # expected to talk like its app's guests do (traffic aggregated to app pairs).
+    guest_apps: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

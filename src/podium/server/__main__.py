@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 from podium.server import ServerError, ServerSettings, serve
-from podium.server._settings import SUSPECT_HELP
+from podium.server._settings import (
+    FAILURES_HELP,
+    HOT_HELP,
+    REBALANCE_HELP,
+    SPARE_HELP,
+    SUSPECT_HELP,
+    WINDOW_HELP,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="live migrations in flight per host (as source or target)",
     )
+    p.add_argument("--failures-to-tolerate", type=int, default=1, help=FAILURES_HELP, metavar="K")
+    p.add_argument("--spare-host", action="append", default=[], metavar="NAME", help=SPARE_HELP)
+    p.add_argument("--rebalance", action="store_true", help=REBALANCE_HELP)
+    p.add_argument("--rebalance-interval", type=float, default=60.0, help="seconds between passes")
+    p.add_argument("--rebalance-window", type=float, default=1800.0, help=WINDOW_HELP)
+    p.add_argument("--rebalance-max-concurrent", type=int, default=2, help="in flight, at most")
+    p.add_argument("--rebalance-max-per-hour", type=int, default=12, help="started, at most")
+    p.add_argument("--rebalance-hot", type=float, default=0.85, help=HOT_HELP)
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -74,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         guest_gateway=args.guest_gateway,
         max_migrations=args.max_migrations,
         max_migrations_per_host=args.max_migrations_per_host,
+        failures_to_tolerate=args.failures_to_tolerate,
+        spare_hosts=tuple(args.spare_host),
+        rebalance=args.rebalance,
+        rebalance_interval=args.rebalance_interval,
+        rebalance_window=args.rebalance_window,
+        rebalance_max_concurrent=args.rebalance_max_concurrent,
+        rebalance_max_per_hour=args.rebalance_max_per_hour,
+        rebalance_hot=args.rebalance_hot,
     )
     try:
         asyncio.run(serve(settings))

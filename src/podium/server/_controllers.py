@@ -25,6 +25,7 @@ from podium.store import Store
 
 if TYPE_CHECKING:
     from podium.controller import ControllerManager, LeaderElection, MigrationLimits
+    from podium.controller._controllers import ControllerFactory
     from podium.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ class LeaderLoop:
         max_migrations_per_host: int = 1,
         migration_prepare_timeout: float = 60.0,
         host_suspect_after: float | None = None,
+        controllers: tuple[ControllerFactory, ...] | None = None,
+        wrap_scheduler: Callable[[Scheduler], Scheduler] = lambda s: s,
     ) -> None:
+        self.controllers = controllers  # None: the default set
+        self.wrap_scheduler = wrap_scheduler  # e.g. keep --spare-host hosts for failover
         self.host_ttl = host_ttl
         self.host_suspect_after = host_suspect_after
         self.migration_limits = (max_migrations, max_migrations_per_host, migration_prepare_timeout)
@@ -64,6 +69,7 @@ class LeaderLoop:
         self._manager: type[ControllerManager] | None = None
         self._limits: type[MigrationLimits] | None = None
         self._scheduler: Callable[[], Scheduler] | None = None
+        self._default_controllers: tuple[ControllerFactory, ...] = ()
 
     def resolve(self) -> None:
         """Import the controllers and the scheduler. Raises :class:`ServerError`."""
@@ -73,6 +79,7 @@ class LeaderLoop:
                 LeaderElection,
                 MigrationLimits,
             )
+            from podium.controller._controllers import CONTROLLERS  # noqa: PLC0415
             from podium.scheduler import default_scheduler  # noqa: PLC0415
         except ImportError as err:
             raise ServerError(
@@ -84,6 +91,7 @@ class LeaderLoop:
             default_scheduler,
         )
         self._limits = MigrationLimits
+        self._default_controllers = CONTROLLERS
 
     async def __call__(self, state: ClusterState, store: Store) -> None:
         if self._election is None or self._manager is None or self._scheduler is None:
@@ -99,10 +107,11 @@ class LeaderLoop:
                     log.info("elected leader (%s): running the controllers", self.identity)
                     manager = self._manager(
                         state,
-                        self._scheduler(),
+                        self.wrap_scheduler(self._scheduler()),
                         host_ttl=self.host_ttl,
                         migrations=limits,
                         suspect_after=self.host_suspect_after,
+                        controllers=self.controllers or self._default_controllers,
                     )
                     if self.metrics is not None:
                         self.metrics.track_controller_stats(manager.stats)

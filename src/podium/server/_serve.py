@@ -24,6 +24,7 @@ import signal
 import socket
 from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -43,6 +44,9 @@ from podium.server._settings import (
 from podium.server._tls import TlsFiles, ensure_tls, wanted_names
 from podium.state import ClusterState, GuestNetwork
 from podium.store import InvalidStoreURL, Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from podium.server._placement import PlacementServices
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,7 @@ def _resolve_runner(
     run_controllers: ControllerRunner | None,
     is_leader: Callable[[], bool] | None,
     metrics: Metrics,
+    services: PlacementServices | None = None,
 ) -> tuple[ControllerRunner | None, Callable[[], bool]]:
     if not settings.controllers:
         return None, lambda: False
@@ -131,6 +136,8 @@ def _resolve_runner(
         max_migrations=settings.max_migrations,
         max_migrations_per_host=settings.max_migrations_per_host,
         migration_prepare_timeout=settings.migration_prepare_timeout,
+        controllers=services.controllers if services else None,
+        wrap_scheduler=services.wrap_scheduler if services else (lambda s: s),
     )
     loop.resolve()
     return loop, lambda: loop.leading
@@ -202,7 +209,10 @@ async def _run(
     handle_signals: bool,
 ) -> None:
     metrics = Metrics()
-    runner, leading = _resolve_runner(settings, run_controllers, is_leader, metrics)
+    from podium.server._placement import placement_services  # noqa: PLC0415 (see LeaderLoop)
+
+    services = placement_services(settings)
+    runner, leading = _resolve_runner(settings, run_controllers, is_leader, metrics, services)
     data_dir = Path(settings.data_dir)
     _prepare_data_dir(data_dir)
     sockets = [_bind(address, settings.listen)]
@@ -233,6 +243,8 @@ async def _run(
             host_ttl=settings.host_ttl,
             is_leader=leading,
             heartbeat=settings.heartbeat,
+            admission=services.admission,
+            rebalancer=services.rebalancer,
         )
         config = uvicorn.Config(
             app,

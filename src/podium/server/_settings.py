@@ -24,6 +24,23 @@ class ServerError(Exception):
     """
 
 
+FAILURES_HELP = (
+    "Admission keeps room to restart every guest after any K hosts fail: an apply that "
+    "would break it is refused (409, saying what is short). 0 disables the check."
+)
+SPARE_HELP = (
+    "A dedicated spare host (repeatable): takes no guests in normal placement; admission "
+    "then keeps the guests of any K failed hosts restartable on the spares."
+)
+REBALANCE_HELP = (
+    "Rebalance continuously: every --rebalance-interval s, live-migrate guests off hot "
+    "hosts, next to heavy talkers, toward balance, or to free a host (`podium rebalance "
+    "--dry-run` shows what a pass would do)."
+)
+WINDOW_HELP = "Seconds before a guest the rebalancer moved may move again (hysteresis)."
+HOT_HELP = "Usage share of capacity (any dimension) above which a host is hot."
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     """What ``podium server`` is told on its command line.
@@ -42,6 +59,11 @@ class ServerSettings:
     ``max_migrations`` (cluster-wide) and ``max_migrations_per_host`` (as source or
     target) cap live migrations in flight; a target that is not ready within
     ``migration_prepare_timeout`` seconds fails its migration.
+    ``failures_to_tolerate`` (K) and ``spare_hosts``: admission keeps room to restart
+    every guest after any K hosts fail (on the spares, if named); 0 disables it.
+    ``rebalance``: run a rebalancing pass every ``rebalance_interval`` s (else only on
+    ``podium rebalance``), with the budget (``rebalance_max_concurrent`` in flight,
+    ``rebalance_max_per_hour``), hysteresis (``rebalance_window`` s) and hot threshold.
     """
 
     store_url: str
@@ -64,6 +86,14 @@ class ServerSettings:
     max_migrations: int = 2
     max_migrations_per_host: int = 1
     migration_prepare_timeout: float = 60.0
+    failures_to_tolerate: int = 1
+    spare_hosts: tuple[str, ...] = field(default_factory=tuple)
+    rebalance: bool = False
+    rebalance_interval: float = 60.0
+    rebalance_window: float = 1800.0
+    rebalance_max_concurrent: int = 2
+    rebalance_max_per_hour: int = 12
+    rebalance_hot: float = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +211,25 @@ def _check_inside(
         raise ServerError(f"bad {flag} {value!r}: {addr!r} is not an IP address") from None
     if ip not in net:
         raise ServerError(f"bad {flag} {value!r}: {ip} is not inside --guest-subnet {net}")
+
+
+REBALANCE_FLAGS = (
+    "--failures-to-tolerate must be 0 or more; --rebalance-interval, --rebalance-window "
+    "and --rebalance-max-* 0 or more (interval above 0); --rebalance-hot in (0, 1]"
+)
+
+
+def check_placement_flags(settings: ServerSettings) -> None:
+    """Admission and rebalancing settings in range, or :class:`ServerError` naming them."""
+    bad = (
+        settings.failures_to_tolerate < 0
+        or settings.rebalance_interval <= 0
+        or settings.rebalance_window < 0
+        or settings.rebalance_max_concurrent < 0
+        or settings.rebalance_max_per_hour < 0
+        or not 0 < settings.rebalance_hot <= 1
+    )
+    if bad:
+        raise ServerError(f"bad admission or rebalance flags: {REBALANCE_FLAGS}")
+    if any(not name.strip() for name in settings.spare_hosts):
+        raise ServerError("--spare-host needs a host name (repeat the flag for several)")

@@ -39,6 +39,7 @@ from podium.state._console import CONSOLE_LIMIT, get_console, put_console
 from podium.state._drain import mark_drained, start_drain, stop_for_drain
 from podium.state._ipam import GuestNetwork, assignment_spec
 from podium.state._migrations import MigrationOutcome, Migrations, MigrationState, next_epoch
+from podium.state._traffic import PairRate, TrafficMatrix, put_traffic, read_traffic
 
 __all__ = [
     "CONSOLE_LIMIT",
@@ -53,8 +54,10 @@ __all__ = [
     "MigrationState",
     "Migrations",
     "NotFound",
+    "PairRate",
     "StaleEpoch",
     "StateError",
+    "TrafficMatrix",
     "assignment_spec",
     "create_backup",
     "dumps",
@@ -70,6 +73,8 @@ __all__ = [
     "mark_drained",
     "next_epoch",
     "put_console",
+    "put_traffic",
+    "read_traffic",
     "report_backup",
     "restore_backup",
     "stale_reason",

@@ -11,7 +11,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -321,11 +321,19 @@ class ClusterState:
     # -- hosts ---------------------------------------------------------------------
 
     async def register_host(
-        self, name: HostName, spec: HostSpec, *, lease: int, driver: str, agent_version: str
+        self,
+        name: HostName,
+        spec: HostSpec,
+        *,
+        lease: int,
+        driver: str,
+        agent_version: str,
+        taints: Mapping[str, str] | None = None,
     ) -> None:
         """Create or refresh a host's record and mark it live on ``lease``.
 
-        Keeps an operator's cordon across re-registration.
+        Keeps an operator's cordon across re-registration. ``taints`` (``{key: value}``,
+        stored in the spec) are the agent's to set: each registration replaces them.
         """
         key = keys.object_key(Kind.HOST, name)
         current, _ = await self._get_json(key)
@@ -335,6 +343,8 @@ class ClusterState:
             "labels": dict(spec.labels),
             "cordoned": cordoned,
         }
+        if taints:
+            spec_json["taints"] = dict(taints)
         for kept in ("draining", "drained"):  # an operator's drain outlives re-registration
             if current and kept in current["spec"]:
                 spec_json[kept] = current["spec"][kept]
@@ -677,6 +687,7 @@ def host_view(
         "cordoned": bool(record["spec"].get("cordoned")),
         "draining": bool(record["spec"].get("draining")),
         "labels": record["spec"].get("labels", {}),
+        "taints": record["spec"].get("taints", {}),
         "driver": (status or {}).get("driver", ""),
         "since": (status or {}).get("since", 0.0),
     }

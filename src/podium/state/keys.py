@@ -19,6 +19,7 @@
     /podium/backups/<guest>/<id>          a backup of a guest: state, path, spec at backup time
     /podium/console/<guest>               {host, text, updated}: serial console tail (agent)
     /podium/migrations/<guest>            the guest's latest live migration: state, hosts, epochs
+    /podium/traffic/<host>                {at, interval_s, pairs}: the host's last traffic report
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ IPAM_IP = ROOT + "ipam/ip/"
 BACKUPS = ROOT + "backups/"
 CONSOLE = ROOT + "console/"
 MIGRATIONS = ROOT + "migrations/"
+TRAFFIC = ROOT + "traffic/"
 
 
 def object_prefix(kind: Kind) -> str:
@@ -105,6 +107,10 @@ def console_key(guest: str) -> str:
 
 def migration_key(guest: str) -> str:
     return MIGRATIONS + guest
+
+
+def traffic_key(host: str) -> str:
+    return TRAFFIC + host
 
 
 def object_of_key(key: str) -> tuple[Kind, str] | None:

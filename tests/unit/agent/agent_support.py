@@ -67,6 +67,7 @@ class FakeLink:
         self.answer_migration: Callable[[dict[str, Any]], dict[str, Any]] = _accept
         self.answer_backup: Callable[[dict[str, Any]], dict[str, Any]] = _accept
         self.console_down = False  # only console pushes fail
+        self.traffic_reports: list[tuple[str, dict[str, Any]]] = []  # (host, body), in order
         self._generation = 0  # bumped to drop open watch streams
         self.error_once = False
 
@@ -218,6 +219,10 @@ class FakeLink:
         if self.console_down:
             raise LinkError("console push timed out (fake)")
         self.consoles.append((time.monotonic(), guest, text))
+
+    async def report_traffic(self, host: str, report: dict[str, Any]) -> None:
+        self._check()
+        self.traffic_reports.append((host, report))
 
     async def close(self) -> None:
         self.closed = True

@@ -48,7 +48,7 @@ def test_link_protocol_matches_the_contract() -> None:
         )
     }
     assert params == {
-        "register": ["name", "capacity", "labels", "driver", "agent_version", "fenced"],
+        "register": ["name", "capacity", "labels", "driver", "agent_version", "fenced", "taints"],
         "keepalive": ["host", "lease"],
         "assignments": ["host"],
         "watch_assignments": ["host", "from_revision"],

@@ -18,17 +18,20 @@ def test_exports() -> None:
         "DriverError",
         "DriverFactory",
         "DriverGuestState",
+        "FlowSource",
         "GuestBusy",
         "GuestConfig",
         "GuestInfo",
         "GuestKilled",
         "GuestNotFound",
+        "GuestQos",
         "InsufficientResources",
         "LiveMigration",
         "MigrationError",
         "MigrationProgress",
         "MigrationResult",
         "SimDriver",
+        "SimTraffic",
     ]
     assert sorted(podium.drivers.DRIVERS) == ["qemu", "sim"]
     for error in (podium.drivers.MigrationError, podium.drivers.BackupError):

@@ -10,22 +10,28 @@ from podium.drivers.net import NetworkError, is_tap_name, tap_mac, tap_name
 
 def test_exports() -> None:
     assert sorted(podium.drivers.net.__all__) == [
+        "BridgeFlows",
         "HostNetwork",
         "Link",
         "LinuxBridgeNetwork",
         "NetworkError",
+        "TapLimit",
+        "clear_tap",
         "create_namespace",
         "delete_link",
         "delete_namespace",
         "ensure_address",
         "ensure_bridge",
         "ensure_veth",
+        "ifb_name",
         "is_tap_name",
+        "limit_tap",
         "links",
         "list_namespaces",
         "namespace_exists",
         "namespace_pids",
         "set_link_up",
+        "tap_limit",
         "tap_mac",
         "tap_name",
     ]

@@ -8,6 +8,10 @@
     LinuxBridgeNetwork  the HostNetwork a driver uses: taps on br0 (_bridge)
     create_namespace, ensure_bridge, ensure_veth, ensure_address, links, ...
                         the pieces of a lab fabric, idempotent (_fabric)
+    limit_tap, clear_tap, tap_limit
+                        a guest NIC's bandwidth limit: tbf on the tap, ifb for what it sends (_tc)
+    BridgeFlows         bytes per (source MAC, destination MAC) entering the bridges:
+                        an nftables bridge-family set, over the nft command (_flows)
     all of it over pyroute2 (netlink), behind _netlink; every failure is a NetworkError
 """
 
@@ -26,25 +30,33 @@ from podium.drivers.net._fabric import (
     namespace_pids,
     set_link_up,
 )
+from podium.drivers.net._flows import BridgeFlows
 from podium.drivers.net._protocol import HostNetwork, NetworkError
+from podium.drivers.net._tc import TapLimit, clear_tap, ifb_name, limit_tap, tap_limit
 
 __all__ = [
+    "BridgeFlows",
     "HostNetwork",
     "Link",
     "LinuxBridgeNetwork",
     "NetworkError",
+    "TapLimit",
+    "clear_tap",
     "create_namespace",
     "delete_link",
     "delete_namespace",
     "ensure_address",
     "ensure_bridge",
     "ensure_veth",
+    "ifb_name",
     "is_tap_name",
+    "limit_tap",
     "links",
     "list_namespaces",
     "namespace_exists",
     "namespace_pids",
     "set_link_up",
+    "tap_limit",
     "tap_mac",
     "tap_name",
 ]

@@ -76,6 +76,10 @@ class LinuxBridgeNetwork:
     def bridge(self) -> str:
         return self._bridge
 
+    @property
+    def netns(self) -> str | None:
+        return self._netns
+
     def __repr__(self) -> str:
         where = f" in {self._netns}" if self._netns else ""
         return f"LinuxBridgeNetwork({self._bridge!r}{where})"

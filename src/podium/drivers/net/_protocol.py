@@ -21,6 +21,12 @@ class HostNetwork(Protocol):
         """The host switch's interface name (a Linux bridge)."""
         ...
 
+    @property
+    def netns(self) -> str | None:
+        """The network namespace of the switch and its taps (None: the caller's own);
+        tc limits on the taps are set there."""
+        ...
+
     def attach(self, guest: str, index: int, mac: str) -> str:
         """Ensure a tap for NIC ``index`` of ``guest`` exists, is up and enslaved to the switch.
 

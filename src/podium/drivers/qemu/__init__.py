@@ -17,6 +17,8 @@
          ├─ prepare_incoming / migrate_out / activate: live migration over TCP (_migration)
          ├─ backup: blockdev-backup, full or incremental, into <backups>/<guest>/<id>.qcow2
          │  (_backup); a spec's restore_from makes the volume from a backup (qemu-img convert)
+         ├─ qos: iops limit = a throttle filter in the argv; net_mbps = tc on the taps
+         │  (net._tc), cpu = a cgroup per guest (_cgroup), set after spawn (_qos)
          └─ a new QemuDriver re-adopts every QEMU its state folders name (_guest, _record)
 
 Vocabulary: the *image* is the kernel + initramfs every guest boots; a guest's *state

@@ -13,7 +13,10 @@ Spec fields the qemu driver reads (all optional; the manifest's schema may add m
 - ``workload``: ``idle`` (default) or ``disk-writer`` (the guest's init writes numbered
   records to its disk in the background: see ``_initramfs.INIT_SCRIPT``);
 - ``restore_from``: ``{"backup": ID, "path": PATH}``: the root volume, when it does not
-  exist yet, is made from that backup (``qemu-img convert`` of its chain).
+  exist yet, is made from that backup (``qemu-img convert`` of its chain);
+- ``qos.iops.limit``: QEMU block throttling of the root volume (a ``throttle`` filter
+  node over a ``throttle-group`` with ``limits.iops-total``). The other limits are not
+  on the command line: see ``_qos``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 from podium.drivers._protocol import GuestConfig
 from podium.drivers.qemu._errors import QemuError
 from podium.drivers.qemu._initramfs import READY_PREFIX
+from podium.model import limits_of
 
 # Measured with Debian's 6.1 cloud kernel under TCG: 64 MiB hangs while unpacking the
 # kernel, 72 MiB panics out of memory during boot, 80 MiB boots; 96 leaves a margin.
@@ -44,6 +48,10 @@ SERIAL_SOCKET = "serial.sock"  # the guest's serial port (the tiny image keeps a
 OBSERVE_SOCKET = "observe.sock"  # a second QMP monitor for operators; the driver never uses it
 PIDFILE = "qemu.pid"
 ROOT_NODE = "disk0"  # block node name of the root volume (backups address it by this)
+# With an IOPS limit the device reads and writes through a throttle filter over ROOT_NODE,
+# so backups and dirty bitmaps, which address ROOT_NODE, are never throttled themselves.
+THROTTLE_NODE = "disk0-throttle"
+THROTTLE_GROUP = "disk0-tg"
 WORKLOADS = ("idle", "disk-writer")
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -71,6 +79,7 @@ class Layout:
     disk_gib: float
     workload: str = "idle"
     restore_from: Path | None = None  # a backup to build the root volume from
+    iops_limit: int | None = None  # QEMU block throttling (operations/s, reads + writes)
 
 
 def guest_uuid(uid: str) -> str:
@@ -142,7 +151,15 @@ def layout(config: GuestConfig, *, with_network: bool) -> Layout:
         disk_gib=disk,
         workload=str(workload),
         restore_from=_restore_from(config),
+        iops_limit=iops_limit(config),
     )
+
+
+def iops_limit(config: GuestConfig) -> int | None:
+    """The spec's ``qos.iops.limit`` as QEMU's whole operations per second, rounded down
+    (a guest never gets more than its limit), at least 1."""
+    limit = limits_of(config.spec).get("iops")
+    return None if limit is None else max(1, math.floor(limit))
 
 
 def _restore_from(config: GuestConfig) -> Path | None:
@@ -183,6 +200,10 @@ def kernel_cmdline(guest: Layout) -> str:
     return " ".join(parts)
 
 
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def qemu_argv(
     guest: Layout,
     *,
@@ -208,6 +229,22 @@ def qemu_argv(
         "node-name": ROOT_NODE,
         "file": {"driver": "file", "filename": str(volume)},
     }
+    drive = ROOT_NODE
+    throttle: list[str] = []
+    if guest.iops_limit is not None:
+        group = {
+            "qom-type": "throttle-group",
+            "id": THROTTLE_GROUP,
+            "limits": {"iops-total": guest.iops_limit},
+        }
+        node = {
+            "driver": "throttle",
+            "node-name": THROTTLE_NODE,
+            "throttle-group": THROTTLE_GROUP,
+            "file": ROOT_NODE,
+        }
+        throttle = ["-object", _json(group), "-blockdev", _json(node)]
+        drive = THROTTLE_NODE
     argv = [
         qemu,
         "-name", guest.name,
@@ -228,8 +265,9 @@ def qemu_argv(
         "-kernel", str(kernel),
         "-initrd", str(initrd),
         "-append", kernel_cmdline(guest),
-        "-blockdev", json.dumps(root, separators=(",", ":")),
-        "-device", f"virtio-blk-pci,drive={ROOT_NODE},id={ROOT_NODE}-dev,serial=podium-root",
+        "-blockdev", _json(root),
+        *throttle,
+        "-device", f"virtio-blk-pci,drive={drive},id={ROOT_NODE}-dev,serial=podium-root",
     ]  # fmt: skip
     if incoming:
         argv += ["-S", "-incoming", "defer"]

@@ -30,16 +30,20 @@ from podium.drivers._protocol import (
     MigrationProgress,
     MigrationResult,
 )
-from podium.drivers.net import HostNetwork, NetworkError
+from podium.drivers._qos import GuestQos
+from podium.drivers.net import BridgeFlows, HostNetwork, NetworkError
 from podium.drivers.qemu import _migration
 from podium.drivers.qemu import _process as proc
 from podium.drivers.qemu._argv import CONSOLE, QMP_SOCKET, ROOT_NODE, layout, ready_line
 from podium.drivers.qemu._backup import Backup, backup_path, existing
 from podium.drivers.qemu._boot import QEMU_LOG, Killed, Launcher
+from podium.drivers.qemu._cgroup import CpuControl
 from podium.drivers.qemu._errors import QemuError, QemuStartError, QmpError
+from podium.drivers.qemu._flows import measure as measure_flows
 from podium.drivers.qemu._guest import Guest, adopt
 from podium.drivers.qemu._image import Image
 from podium.drivers.qemu._qmp import Monitor, MonitorState
+from podium.drivers.qemu._qos import Enforcer
 from podium.drivers.qemu._record import save_record, tail
 from podium.model import Resources
 
@@ -82,6 +86,7 @@ class QemuDriver:
         clock: Callable[[], float] = time.time,
         qemu: str = proc.QEMU,
         qemu_img: str = proc.QEMU_IMG,
+        cpu_control: CpuControl | str | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -101,9 +106,14 @@ class QemuDriver:
             qmp_timeout=qmp_timeout,
         )
         self._clock = clock
+        self._qos = Enforcer(name, network, cpu=cpu_control)  # tc and cgroups (_qos)
         self._lock = threading.Lock()  # guards _guests and the guests' state fields
         state_dir.mkdir(parents=True, exist_ok=True)
         self._guests: dict[str, Guest] = adopt(state_dir, clock)
+        for g in self._guests.values():  # its limits outlive the agent (argv, tc, cgroup)
+            g.qos = self._qos.adopted(g.config) if g.state.active else None
+        netns = getattr(network, "netns", None)  # LinuxBridgeNetwork may live elsewhere
+        self._flows = None if network is None else BridgeFlows(netns=netns)  # FlowSource
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -164,13 +174,14 @@ class QemuDriver:
             folder = self._folder(name)
             argv, taps = await self._launcher.prepare(g, folder)
             self._spawn(g, generation, argv, taps)
+            await self._enforce(g, taps)
             await self._launcher.wait_ready(g, folder, generation)
         except BaseException as err:
             await self._start_failed(g, generation, err, QemuStartError)
         with self._lock:
             if not g.owned_by(generation):
                 raise GuestKilled(f"guest {name!r} was stopped while starting ({g.message})")
-            self._set(g, S.RUNNING)
+            self._set(g, S.RUNNING, g.running_message())
             return g.info()
 
     def _claim(self, g: Guest, state: S, message: str) -> int:
@@ -227,6 +238,16 @@ class QemuDriver:
             self._save(g)
         log.info("%s: started QEMU for %s (pid %d)", self.name, g.name, g.pid)
 
+    async def _enforce(self, g: Guest, taps: tuple[str, ...]) -> None:
+        """The limits QEMU's argv cannot carry (tc, cgroups); failures become notes."""
+        if g.pid is not None:
+            g.qos = await asyncio.to_thread(self._qos.apply, g.config, g.pid, taps)
+
+    async def _release(self, g: Guest) -> None:
+        g.qos = None
+        proc.reap()
+        await asyncio.to_thread(self._qos.release, g.name, g.taps)
+
     async def _abandon(self, g: Guest, generation: int, state: S, message: str) -> None:
         """A start that will not finish: kill what it spawned and leave ``state``."""
         with self._lock:
@@ -277,6 +298,7 @@ class QemuDriver:
                     self._set(g, S.STOPPED, how)
                 g.started = False
                 self._save(g)
+        await self._release(g)
         return g.info()
 
     def kill(self, name: str) -> None:
@@ -308,6 +330,7 @@ class QemuDriver:
                 raise GuestBusy(f"guest {name!r} is {g.state.value}; stop it before destroying it")
             del self._guests[name]
         await g.close_monitor()
+        await self._release(g)
         if self.network is not None:
             for tap in g.taps:
                 try:
@@ -355,6 +378,7 @@ class QemuDriver:
             await g.reap_previous()
             argv, taps = await self._launcher.prepare(g, folder, incoming=True)
             self._spawn(g, generation, argv, taps, incoming=True)
+            await self._enforce(g, taps)
             monitor = await self._launcher.wait_monitor(g, folder, generation)
             uri = await _migration.listen(monitor, listen)
         except BaseException as err:
@@ -426,6 +450,7 @@ class QemuDriver:
                     raise QemuError(f"guest {g.name!r}: source QEMU (pid {g.pid}) does not exit")
         finally:
             await g.close_monitor()
+        await self._release(g)
         with self._lock:
             self._set(g, S.STOPPED, f"migrated to {uri}")
             g.started = False
@@ -476,7 +501,7 @@ class QemuDriver:
         except OSError as err:
             log.warning("%s: %s: console note: %s", self.name, g.name, err)
         g.incoming, g.paused = None, False
-        self._set(g, S.RUNNING)
+        self._set(g, S.RUNNING, g.running_message())
         self._save(g)
 
     # -- BlockBackup ---------------------------------------------------------------------
@@ -527,7 +552,7 @@ class QemuDriver:
                     if event.name in ("STOP", "RESUME"):
                         g.paused = event.name == "STOP"
                         if g.state is S.RUNNING:
-                            self._set(g, S.RUNNING, "paused" if g.paused else "")
+                            self._set(g, S.RUNNING, g.running_message())
                     elif event.name == "SHUTDOWN" and event.data.get("guest"):
                         g.guest_shutdown = True
                 lost = monitor.state is not MonitorState.CONNECTED
@@ -580,7 +605,7 @@ class QemuDriver:
         if g.state is S.INCOMING and status == "running":  # activated before an agent restart
             self._activated(g)
         elif g.state is S.RUNNING:
-            self._set(g, S.RUNNING, "paused" if g.paused else "")
+            self._set(g, S.RUNNING, g.running_message())
 
     # -- beyond the protocol: pause, resume, QMP, console --------------------------------
 
@@ -608,7 +633,7 @@ class QemuDriver:
         g.paused = await monitor.query_status() == "paused"
         with self._lock:
             if g.state is S.RUNNING:
-                self._set(g, S.RUNNING, "paused" if g.paused else "")
+                self._set(g, S.RUNNING, g.running_message())
             return g.info()
 
     async def qmp_status(self, name: str) -> str:
@@ -622,6 +647,13 @@ class QemuDriver:
             g = self._guests.get(name)
             return g.pid if g is not None and g.state.active else None
 
+    def qos(self, name: str) -> GuestQos | None:
+        """The QoS the guest's QEMU is held to, with notes on what is not enforced (None:
+        not started by this driver, or stopped)."""
+        with self._lock:
+            g = self._guests.get(name)
+            return g.qos if g is not None and g.state.active else None
+
     def ready_line(self, name: str) -> str:
         """The ``PODIUM-READY`` line of the guest's current boot (empty if none yet)."""
         with self._lock:
@@ -634,6 +666,15 @@ class QemuDriver:
             return (self._folder(name) / CONSOLE).read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    async def flow_counters(self) -> dict[tuple[str, str], int] | None:
+        """See :class:`~podium.drivers.FlowSource`: nftables counters on the host switch
+        (``_flows``); ``None`` without a network."""
+        if self._flows is None:
+            return None
+        with self._lock:
+            configs = [g.config for g in self._guests.values()]
+        return await asyncio.to_thread(measure_flows, self._flows, configs)
 
     async def close(self) -> None:
         """Disconnect every QMP monitor; the QEMUs keep running (a new driver adopts them)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podium.drivers._protocol import DriverGuestState, GuestConfig, GuestInfo, MigrationResult
+from podium.drivers._qos import GuestQos
 from podium.drivers.qemu import _process as proc
 from podium.drivers.qemu._argv import CONSOLE, PIDFILE, QMP_SOCKET
 from podium.drivers.qemu._errors import QemuStartError, QmpError
@@ -51,6 +52,7 @@ class Guest:
     # The URI this QEMU was told to migrate to. Only such a migration is ever followed: a
     # QEMU that arrived here by migration reports that *incoming* one as "completed".
     outgoing: str | None = None
+    qos: GuestQos | None = None  # what its current QEMU is held to (None: not started here)
 
     @property
     def name(self) -> str:
@@ -59,6 +61,10 @@ class Guest:
     def info(self) -> GuestInfo:
         c = self.config
         return GuestInfo(c.name, c.uid, c.epoch, self.state, self.message, self.since)
+
+    def running_message(self) -> str:
+        """A running guest's status message: paused, or what of its QoS is not enforced."""
+        return "paused" if self.paused else (self.qos.summary() if self.qos else "")
 
     def set(self, state: DriverGuestState, message: str, now: float) -> None:
         self.state, self.message, self.since = state, message, now

@@ -56,6 +56,12 @@ def spawn(argv: Sequence[str], *, cwd: Path, log: Path) -> int:
     return proc.pid
 
 
+def reap() -> None:
+    """Reap the QEMUs this process started that have exited: a zombie still holds its
+    cgroup (recent kernels unlink a task from its cgroup only once it is reaped)."""
+    _reap()
+
+
 def _reap() -> None:
     with _children_lock:
         for pid, (proc, _) in list(_children.items()):

@@ -197,3 +197,34 @@ def test_taps_must_match_nics() -> None:
             volume=Path("v"),
             taps=[],
         )
+
+
+def test_an_iops_limit_puts_a_throttle_filter_between_the_device_and_the_root_node() -> None:
+    spec = {"request": {"cpu": 1, "memory_mib": 128}, "qos": {"iops": {"limit": 50.0}}}
+    argv = argv_of(cfg(spec))
+    assert value(argv, "-object") == [
+        '{"qom-type":"throttle-group","id":"disk0-tg","limits":{"iops-total":50}}'
+    ]
+    root, throttle = value(argv, "-blockdev")
+    assert '"node-name":"disk0"' in root  # backups and bitmaps address it: never throttled
+    assert throttle == (
+        '{"driver":"throttle","node-name":"disk0-throttle","throttle-group":"disk0-tg",'
+        '"file":"disk0"}'
+    )
+    assert value(argv, "-device")[0].startswith("virtio-blk-pci,drive=disk0-throttle,")
+    # a migration destination is built by the same code: the same throttle
+    assert value(argv_of(cfg(spec), incoming=True), "-blockdev") == [root, throttle]
+
+
+def test_without_an_iops_limit_the_device_uses_the_root_node_directly() -> None:
+    spec = {"request": {"cpu": 1, "memory_mib": 128}, "qos": {"cpu": {"limit": 2.0}}}
+    argv = argv_of(cfg(spec))
+    assert value(argv, "-object") == []
+    assert len(value(argv, "-blockdev")) == 1
+    assert value(argv, "-device")[0].startswith("virtio-blk-pci,drive=disk0,")
+
+
+@pytest.mark.parametrize(("limit", "iops"), [(50.0, 50), (99.9, 99), (0.5, 1)])
+def test_an_iops_limit_rounds_down_to_whole_operations(limit: float, iops: int) -> None:
+    spec = {"request": {"cpu": 1, "memory_mib": 128}, "qos": {"iops": {"limit": limit}}}
+    assert layout(cfg(spec), with_network=False).iops_limit == iops

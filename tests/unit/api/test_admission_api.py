@@ -1,0 +1,45 @@
+"""The apply hook: an app that would break the failover promise is refused with 409."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from podium.api import create_app
+from podium.controller._admission import AdmissionControl
+from podium.model import HostName, HostSpec, Kind, Resources
+from podium.state import ClusterState
+
+from .conftest import Clock
+
+CAP = Resources(cpu=4, memory_mib=8192, iops=1000, net_mbps=1000)
+
+
+@pytest.fixture
+def app(state: ClusterState, clock: Clock) -> FastAPI:
+    return create_app(state, host_ttl=4, clock=clock, admission=AdmissionControl(failures=1))
+
+
+def web(replicas: int) -> dict[str, object]:
+    spec = {"replicas": replicas, "image": "tiny", "request": {"cpu": 2, "memory_mib": 1024}}
+    return {"kind": "App", "name": "web", "spec": spec}
+
+
+async def test_an_app_past_the_promise_is_refused_and_a_smaller_one_admitted(
+    state: ClusterState, admin: httpx.AsyncClient
+) -> None:
+    for name in ("h1", "h2", "h3"):
+        lease = await state.store.grant(600)
+        await state.register_host(
+            HostName(name), HostSpec(CAP), lease=lease.id, driver="sim", agent_version="t"
+        )
+    refused = await admin.post("/api/v1/apply", json={"source": "web.yaml", "documents": [web(5)]})
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error.startswith("web.yaml: refused: app web (5 x cpu 2, memory_mib 1024)")
+    assert "short of cpu 2" in error and "--failures-to-tolerate 0" in error
+    assert await state.get_record(Kind.APP, "web") is None  # nothing was written
+    admitted = await admin.post("/api/v1/apply", json={"source": "web.yaml", "documents": [web(4)]})
+    assert admitted.status_code == 200, admitted.text
+    assert admitted.json()["results"][0]["action"] == "created"
