@@ -36,6 +36,7 @@ from podium.lab._state import LabServer
 from tests.support.qemu_procs import qemu_processes
 
 RESTART_TIMEOUT = 30.0
+LEADER_WAIT = 25.0  # > the default leadership TTL (10 s) plus an election and a restart
 IP_TIMEOUT = 10.0
 
 
@@ -192,18 +193,26 @@ class LabHandle:
     def servers(self) -> list[LabServer]:
         return list(self.state().servers)
 
-    def leader(self) -> int:
-        """The index of the server that leads now (asks every live server's /healthz)."""
-        state = self.state()
-        config = ClientConfig.load(state.config)
-        leading = [
-            i
-            for i, server in enumerate(state.servers)
-            if server.proc is not None and alive(server.proc) and _leads(config, server.url)
-        ]
-        if len(leading) != 1:
-            raise FaultError(f"expected one leading server, found {len(leading)}: {leading}")
-        return leading[0]
+    def leader(self, wait: float = LEADER_WAIT) -> int:
+        """The index of the server that leads, asking every live server's /healthz.
+
+        Waits up to ``wait`` s for exactly one: right after a leader died, leadership
+        moves only when its lease (``--leader-ttl``, 10 s) expires. Raises FaultError.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            state = self.state()
+            config = ClientConfig.load(state.config)
+            leading = [
+                i
+                for i, server in enumerate(state.servers)
+                if server.proc is not None and alive(server.proc) and _leads(config, server.url)
+            ]
+            if len(leading) == 1:
+                return leading[0]
+            if len(leading) > 1 or time.monotonic() > deadline:
+                raise FaultError(f"expected one leading server, found {len(leading)}: {leading}")
+            time.sleep(0.2)
 
     def kill_server(
         self, index: int = 0, down_for: float = 0.0, kind: str = "kill_server"
@@ -234,8 +243,16 @@ class LabHandle:
         return fault
 
     def kill_leader(self, down_for: float = 0.0) -> Fault:
-        """kill -9 the server that leads the controllers; restart it ``down_for`` s later."""
-        return self.kill_server(self.leader(), down_for, kind="kill_leader")
+        """kill -9 the server that leads the controllers; restart it ``down_for`` s later.
+
+        ``detail["waited_s"]``: how long no server led before (a previous fault's handover).
+        """
+        asked = time.monotonic()
+        index = self.leader()
+        waited = time.monotonic() - asked
+        fault = self.kill_server(index, down_for, kind="kill_leader")
+        fault.detail["waited_s"] = round(waited, 1)
+        return fault
 
     # -- the store -----------------------------------------------------------------------
 
