@@ -43,6 +43,9 @@ from podium.agent._plan import (
 )
 from podium.agent._traffic import DEFAULT_INTERVAL as DEFAULT_TRAFFIC_INTERVAL
 from podium.agent._traffic import check_interval, traffic_loop
+from podium.agent._usage import DEFAULT_INTERVAL as DEFAULT_USAGE_INTERVAL
+from podium.agent._usage import UsageReports, usage_loop
+from podium.agent._usage import check_interval as check_usage_interval
 from podium.agent._watchdog import DEFAULT_WATCHDOG, Fence, Watchdog
 from podium.drivers import (
     BackupRequest,
@@ -56,6 +59,7 @@ from podium.drivers import (
     GuestInfo,
     LiveMigration,
     MigrationProgress,
+    UsageSource,
 )
 from podium.model import Resources
 
@@ -100,7 +104,9 @@ class Agent:
     most every ``progress_interval`` s; console tails are pushed at most every
     ``console_interval`` s per guest, if the driver is a ``ConsoleSource``. Traffic
     between guests is reported every ``traffic_interval`` s if the driver is a
-    ``FlowSource`` (``_traffic``).
+    ``FlowSource`` (``_traffic``); what each guest uses is measured every
+    ``usage_interval`` s and sent with its status when it moved, if the driver is a
+    ``UsageSource`` (``_usage``).
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class Agent:
         progress_interval: float = 0.5,
         console_interval: float = 2.0,
         traffic_interval: float = DEFAULT_TRAFFIC_INTERVAL,
+        usage_interval: float = DEFAULT_USAGE_INTERVAL,
     ) -> None:
         self.name = name
         self.link = link
@@ -143,6 +150,8 @@ class Agent:
         self._progress_interval = progress_interval
         self._console_interval = console_interval
         self._traffic_interval = check_interval(traffic_interval)
+        self._usage_interval = check_usage_interval(usage_interval)
+        self._usage = UsageReports()
         self.state = AgentState.STOPPED
         self.history: collections.deque[AgentState] = collections.deque(maxlen=256)
         self.registration: Registration | None = None
@@ -215,6 +224,16 @@ class Agent:
                                 fenced=self.fence.is_fenced,
                             )
                             supervise(tg, traffic, name=f"{self.name}-traffic")
+                        if isinstance(self.driver, UsageSource):
+                            usage = usage_loop(
+                                self.name,
+                                self.driver,
+                                self._usage,
+                                interval=self._usage_interval,
+                                fenced=self.fence.is_fenced,
+                                wake=self._report_dirty.set,
+                            )
+                            supervise(tg, usage, name=f"{self.name}-usage")
                         _end_session(await self._hold_lease(registration))
                 except* _SessionEnded as group:
                     log.warning("agent %s: %s; registering again", self.name, group.exceptions[0])
@@ -722,10 +741,12 @@ class Agent:
             migrating=self._migrating(),
             migrated=self._migrated,
         )
-        if not batch or self.fence.is_fenced():
+        usage_only = self._usage.attach(batch, self._last_reported, skip=self._migrating())
+        if not (batch or usage_only) or self.fence.is_fenced():
             return
-        answer = await self.link.report(self.name, batch)
-        by_guest = {r["guest"]: r for r in batch}
+        answer = await self.link.report(self.name, batch + usage_only)
+        self._usage.settle(batch + usage_only, answer.get("accepted", []))
+        by_guest = {r["guest"]: r for r in batch}  # a rejected usage stops nothing
         for name in answer.get("accepted", []):
             r = by_guest.get(name)
             if r is not None:

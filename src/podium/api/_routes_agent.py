@@ -6,6 +6,7 @@
           ──keepalive(lease)──────> ttl            (410: lease gone, register again)
           ──assignments[?watch]───> what to run    (PUT/DELETE lines)
           ──status(reports)───────> accepted / rejected (stale epoch: not yours any more)
+                                    (a report may carry the guest's measured usage)
 """
 
 from __future__ import annotations
@@ -183,8 +184,9 @@ async def status(host: str, body: StatusRequest, ctx: Ctx, who: Who) -> StatusRe
 async def _report(ctx: ApiContext, host: str, report: StatusReport) -> bool:
     """Record one report; True if it changes the guest's state or epoch."""
     before = await ctx.state.store.get(keys.guest_status_key(report.guest))
+    usage = None if report.usage is None else report.usage.model_dump()
     await ctx.state.report_guest_status(
-        host, report.guest, report.epoch, report.state, report.message
+        host, report.guest, report.epoch, report.state, report.message, usage=usage
     )
     if before is None:
         return True

@@ -186,11 +186,24 @@ class AssignmentList(BaseModel):
     revision: int
 
 
+Measure = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class GuestUsage(_Body):
+    """What a guest uses, as measured on its host (the reservations' units)."""
+
+    cpu: Measure = 0.0  # cores (CPU seconds per second)
+    memory_mib: Measure = 0.0
+    iops: Measure = 0.0
+    net_mbps: Measure = 0.0  # both directions together
+
+
 class StatusReport(_Body):
     guest: str
     epoch: Annotated[int, Field(ge=0)]
     state: GuestState
     message: str = ""
+    usage: GuestUsage | None = None  # optional: measured usage (the rebalancer reads it)
 
 
 class StatusRequest(_Body):

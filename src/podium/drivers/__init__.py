@@ -11,6 +11,7 @@
     optional protocols: LiveMigration (prepare_incoming, migrate_out, activate),
                         BlockBackup (backup), ConsoleSource (console),
                         FlowSource (flow_counters: bytes between guests; _flows)
+                        UsageSource (guest_usage: what each guest uses; _usage)
 
 Vocabulary: a *config* is one guest at one binding epoch (what to run); an *info* is
 what the driver observes of it. Drivers live in the explicit :data:`DRIVERS` registry,
@@ -47,6 +48,8 @@ from podium.drivers._protocol import (
 )
 from podium.drivers._qos import GuestQos
 from podium.drivers._sim_traffic import SimTraffic
+from podium.drivers._sim_usage import SimUsage
+from podium.drivers._usage import Usage, UsageSource, as_usage
 from podium.drivers.qemu import qemu_driver
 from podium.drivers.sim import SimDriver
 from podium.model import Resources
@@ -87,4 +90,8 @@ __all__ = [
     "MigrationResult",
     "SimDriver",
     "SimTraffic",
+    "SimUsage",
+    "Usage",
+    "UsageSource",
+    "as_usage",
 ]

@@ -46,6 +46,8 @@ from podium.drivers._protocol import (
 )
 from podium.drivers._qos import GuestQos
 from podium.drivers._sim_traffic import SimTraffic
+from podium.drivers._sim_usage import SimUsage
+from podium.drivers._usage import Usage
 from podium.model import Resources
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -89,6 +91,7 @@ class SimDriver:
         sleep: Sleep = asyncio.sleep,
         data_dir: Path | None = None,
         traffic: SimTraffic | None = None,
+        usage: SimUsage | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -104,6 +107,7 @@ class SimDriver:
         self.traffic = traffic  # FlowSource model, shared by the hosts of one simulation
         if traffic is not None:
             traffic.attach(self)
+        self.usage = usage  # UsageSource model (_sim_usage)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -246,6 +250,14 @@ class SimDriver:
         """See :class:`~podium.drivers.FlowSource`: the ``traffic`` model's counters;
         ``None`` without a model."""
         return None if self.traffic is None else self.traffic.counters(self.name)
+
+    async def guest_usage(self) -> dict[str, Resources | dict[str, float]] | None:
+        """See :class:`~podium.drivers.UsageSource`: the ``usage`` model's figures for the
+        running guests; ``None`` without a model."""
+        if self.usage is None:
+            return None
+        measured: dict[str, Usage] = self.usage.usage(self.running_configs())
+        return dict(measured)
 
     def _claim(self, g: _Guest, state: DriverGuestState, message: str) -> None:
         """Check capacity and make ``g`` active in ``state`` (caller holds the lock)."""

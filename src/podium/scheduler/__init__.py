@@ -38,7 +38,9 @@ guest's own, from the API's host and guest views.
 
 The scheduler is pure (no I/O). The placement controller (``podium.controller``)
 builds the table from the store, calls ``place``, and binds the results.
-Later work: equivalence-class caching and fully vectorised batches.
+The offline planner (``podium plan``: ``_planner``, ``_pack``, ``_small``) places whole
+equivalence classes of identical guests at once and is checked by ``verify``; the
+rebalancer (``_rebalance``) proposes live migrations over the same filters.
 """
 
 from podium.scheduler._check import solve_instance, verify

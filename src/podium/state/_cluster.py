@@ -470,14 +470,24 @@ class ClusterState:
     # -- guest status ------------------------------------------------------------------
 
     async def report_guest_status(
-        self, host: str, guest: str, epoch: int, state: GuestState, message: str = ""
+        self,
+        host: str,
+        guest: str,
+        epoch: int,
+        state: GuestState,
+        message: str = "",
+        *,
+        usage: Mapping[str, float] | None = None,
     ) -> None:
         """Record what ``host`` observes of ``guest`` at ``epoch``.
 
         Raises :class:`StaleEpoch` unless ``host`` holds the current binding at
         exactly ``epoch`` (a fenced or moved-away agent cannot overwrite status).
         A report of ``stopped``/``failed`` for an epoch the host no longer holds is
-        dropped the same way.
+        dropped the same way. ``usage`` (validated by the caller): what the guest uses
+        (the rebalancer reads it). While state, host and epoch stay the same, a report
+        without usage keeps the last one, and a usage report keeps ``since``; any other
+        change drops the usage (it was measured of another run).
         """
         for _ in range(MAX_TXN_RETRIES):
             binding, rev = await self.get_binding(guest)
@@ -486,15 +496,28 @@ class ClusterState:
                     f"{host} reported {guest} at epoch {epoch}, but the binding is "
                     f"{binding.host} at epoch {binding.epoch}"
                 )
-            status = {
+            old, old_kv = await self._get_json(keys.guest_status_key(guest))
+            same = bool(old) and (old["state"], old["host"], old["epoch"]) == (
+                state.value,
+                host,
+                epoch,
+            )
+            status: JSON = {
                 "state": state.value,
                 "host": host,
                 "epoch": epoch,
                 "message": message,
-                "since": self._clock(),
+                "since": old["since"] if same and usage is not None else self._clock(),
             }
+            if usage is not None:
+                status["usage"] = dict(usage)
+            elif same and "usage" in old:
+                status["usage"] = old["usage"]
             result = await self.store.txn(
-                [Compare(keys.binding_key(guest), "mod", "=", rev)],
+                [
+                    Compare(keys.binding_key(guest), "mod", "=", rev),
+                    Compare(keys.guest_status_key(guest), "mod", "=", _mod(old_kv)),
+                ],
                 [Put(keys.guest_status_key(guest), dumps(status))],
             )
             if result.succeeded:
@@ -632,6 +655,11 @@ def _extra(assignment: JSON) -> JSON:
     return {k: v for k, v in assignment.items() if k not in ("guest", "uid", "epoch", "spec")}
 
 
+def _mod(kv: KeyValue | None) -> int:
+    """A key's mod revision for a compare (0: the key is absent)."""
+    return kv.mod_revision if kv else 0
+
+
 def _public(record: JSON) -> JSON:
     view = {k: record[k] for k in ("kind", "name", "spec")}
     view["metadata"] = {"uid": record["uid"], "created": record["created"]}
@@ -652,7 +680,8 @@ def guest_view(
     state = GuestState.PENDING.value
     message = "waiting for placement" if not host else "waiting for its host to start it"
     since = record["created"]
-    if report and host and report.get("host") == host and report.get("epoch") == epoch:
+    current = bool(report and host and report.get("host") == host and report.get("epoch") == epoch)
+    if report and current:
         state, message, since = report["state"], report.get("message", ""), report["since"]
     elif report and not host and report.get("message"):
         message = report["message"]
@@ -668,6 +697,8 @@ def guest_view(
     }
     if migration is not None:
         view["status"]["migration"] = migration
+    if current and report and report.get("usage") is not None:
+        view["status"]["usage"] = report["usage"]  # measured on its host (this epoch)
     return view
 
 

@@ -120,7 +120,7 @@ def test_agents_reach_the_server_only_through_the_fabric(lab: Lab) -> None:
 
     in_fabric = netns_run(layout["fabric_netns"], "ss", "-Hltn")
     assert f"{server_ip}:7443" in in_fabric.stdout
-    server_pid = state["server"]["pid"]
+    server_pid = state["servers"][0]["proc"]["pid"]
     in_root = output("ss", "-Hltnp")
     mine = [line.split() for line in in_root.splitlines() if f"pid={server_pid}," in line]
     assert mine, in_root
@@ -131,7 +131,7 @@ def test_agents_reach_the_server_only_through_the_fabric(lab: Lab) -> None:
 def test_down_removes_everything_and_twice_is_fine(lab: Lab) -> None:
     state = lab.state()
     namespaces = [state["layout"]["fabric_netns"], *(h["netns"] for h in state["layout"]["hosts"])]
-    pids = [state["server"]["pid"], *(a["pid"] for a in state["agents"].values())]
+    pids = [state["servers"][0]["proc"]["pid"], *(a["pid"] for a in state["agents"].values())]
     pids += [p for ns in namespaces for p in namespace_pids(ns)]
     before = root_links()
 

@@ -32,6 +32,10 @@ def test_exports() -> None:
         "MigrationResult",
         "SimDriver",
         "SimTraffic",
+        "SimUsage",
+        "Usage",
+        "UsageSource",
+        "as_usage",
     ]
     assert sorted(podium.drivers.DRIVERS) == ["qemu", "sim"]
     for error in (podium.drivers.MigrationError, podium.drivers.BackupError):

@@ -45,6 +45,7 @@ from podium.drivers.qemu._image import Image
 from podium.drivers.qemu._qmp import Monitor, MonitorState
 from podium.drivers.qemu._qos import Enforcer
 from podium.drivers.qemu._record import save_record, tail
+from podium.drivers.qemu._usage import Probe, UsageProbe, memory_of
 from podium.model import Resources
 
 log = logging.getLogger("podium.drivers.qemu")
@@ -114,6 +115,7 @@ class QemuDriver:
             g.qos = self._qos.adopted(g.config) if g.state.active else None
         netns = getattr(network, "netns", None)  # LinuxBridgeNetwork may live elsewhere
         self._flows = None if network is None else BridgeFlows(netns=netns)  # FlowSource
+        self._usage = UsageProbe(netns, network=network is not None)  # UsageSource
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -675,6 +677,16 @@ class QemuDriver:
         with self._lock:
             configs = [g.config for g in self._guests.values()]
         return await asyncio.to_thread(measure_flows, self._flows, configs)
+
+    async def guest_usage(self) -> dict[str, Resources | dict[str, float]] | None:
+        """See :class:`~podium.drivers.UsageSource`: /proc, QMP and tap counters (``_usage``)."""
+        with self._lock:
+            probes = [
+                Probe(g.name, g.pid, memory_of(g.config), g.monitor, g.taps)
+                for g in self._guests.values()
+                if g.state is S.RUNNING and g.pid is not None
+            ]
+        return dict(await self._usage.measure(probes))
 
     async def close(self) -> None:
         """Disconnect every QMP monitor; the QEMUs keep running (a new driver adopts them)."""
