@@ -1,6 +1,6 @@
 """The placement planner: throughput, packing quality, and distance from the optimum.
 
-``python bench/placement.py [--json] [--only planner,packing,optimal] [--hosts N] [--guests M]``
+``python bench/placement.py [--json] [--only planner,packing,optimal,c1m] [--hosts N] [--guests M]``
 
 Sections (``--only`` picks some; each is independent):
 
@@ -17,6 +17,10 @@ Sections (``--only`` picks some; each is independent):
 - ``optimal``: small instances (<= 60 guests) planned, then solved exactly by OR-Tools
   CP-SAT (``ortools``, a dev extra) with a time limit: the fraction where the planner
   uses as few hosts as the proven optimum.
+- ``c1m``: end to end through a real ``podium server`` and its SQLite store:
+  ``--c1m-hosts`` simulated hosts registered through the agent API and
+  ``--c1m-guests`` guests applied as Apps, until every guest is bound or
+  ``--c1m-timeout`` seconds pass (``bench/c1m.py``, which also runs alone).
 
 Prints a summary, or one JSON line with ``--json``.
 """
@@ -38,7 +42,7 @@ import numpy as np
 from podium.scheduler._check import solve_parsed
 from podium.scheduler._instance import parse_instance
 
-SECTIONS = ("planner", "packing", "optimal")
+SECTIONS = ("planner", "packing", "optimal", "c1m")
 SHAPES = (1, 2, 4, 8, 16)  # vCPU
 SHAPE_WEIGHTS = (0.3, 0.3, 0.2, 0.15, 0.05)
 GIB_PER_CPU = (2, 4, 8)
@@ -260,6 +264,13 @@ def summary(results: dict[str, Any]) -> str:
                 f"bound {r['lower_bound']} = {r['ratio']}"
             )
         lines.append(f"packing worst ratio: {k['max_ratio']}")
+    if c := results.get("c1m"):
+        done = "all bound" if c.get("all_bound") else f"{c.get('bound', 0):,} bound"
+        lines.append(
+            f"c1m: {c['guests']:,} guests on {c['hosts']:,} hosts through the server: {done} "
+            f"after {c.get('bound_s')} s ({c.get('binds_per_s')} binds/s; hosts registered "
+            f"in {c.get('register_s')} s)"
+        )
     if o := results.get("optimal"):
         lines.append(
             f"optimal: planner equals CP-SAT's proven optimum on "
@@ -284,6 +295,9 @@ def parse() -> argparse.Namespace:
     p.add_argument(
         "--cp-sat-seconds", type=float, default=20.0, help="CP-SAT time limit per instance"
     )
+    p.add_argument("--c1m-hosts", type=int, default=5000, help="c1m section: simulated hosts")
+    p.add_argument("--c1m-guests", type=int, default=1_000_000, help="c1m section: guests")
+    p.add_argument("--c1m-timeout", type=float, default=300.0, help="c1m section: seconds")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     args.sections = [s for s in args.only.split(",") if s]
@@ -307,6 +321,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         results["packing"] = packing_section(args.seed, args.packing_guests)
     if "optimal" in args.sections:
         results["optimal"] = optimal_section(args.small, args.seed, args.cp_sat_seconds)
+    if "c1m" in args.sections:
+        import asyncio  # noqa: PLC0415
+
+        import c1m  # noqa: PLC0415  (bench/c1m.py: this script's folder is on sys.path)
+
+        results["c1m"] = asyncio.run(
+            c1m.run(args.c1m_hosts, args.c1m_guests, 5000, args.c1m_timeout, lambda _: None)
+        )
     return results
 
 
