@@ -113,11 +113,18 @@ def _apps(guests: int, per_app: int) -> list[dict[str, Any]]:
     return docs
 
 
-async def run(hosts: int, guests: int, per_app: int, timeout: float, say: Any) -> dict[str, Any]:
+async def run(
+    hosts: int, guests: int, per_app: int, timeout: float, say: Any, *, admission: int = 0
+) -> dict[str, Any]:
+    """``admission``: the server's --failures-to-tolerate (0: off; on, an apply of a
+    million guests places them all virtually before it is acknowledged)."""
     tmp = Path(tempfile.mkdtemp(prefix="podium-c1m-"))
-    server = support.start_server(tmp, args=("--host-ttl", str(HOST_TTL)))
+    args = ("--host-ttl", str(HOST_TTL), "--failures-to-tolerate", str(admission))
+    server = support.start_server(tmp, args=args)
     db = tmp / "podium.db"
-    result: dict[str, Any] = {"hosts": hosts, "guests": guests, "apps": -(-guests // per_app)}
+    result: dict[str, Any] = {
+        "hosts": hosts, "guests": guests, "apps": -(-guests // per_app), "admission_k": admission,
+    }  # fmt: skip
     try:
         config = ClientConfig.load(str(server.config_path))
         tls = ssl.create_default_context(cadata=config.ca_pem) if config.ca_pem else True
@@ -173,10 +180,13 @@ def main() -> int:
     parser.add_argument("--guests", type=int, default=1_000_000)
     parser.add_argument("--per-app", type=int, default=5000, help="replicas per App")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for binds")
+    parser.add_argument("--admission", type=int, default=0, help="--failures-to-tolerate K")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     say = (lambda _line: None) if args.json else (lambda line: print(line, flush=True))
-    result = asyncio.run(run(args.hosts, args.guests, args.per_app, args.timeout, say))
+    result = asyncio.run(
+        run(args.hosts, args.guests, args.per_app, args.timeout, say, admission=args.admission)
+    )
     result["machine"] = f"{platform.node()} {os.cpu_count()} CPUs, {platform.machine()}"
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0 if result.get("all_bound") else 1
