@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from podium.agent import Agent
-from podium.client import AgentLink, AsyncPodiumClient, ClientConfig
+from podium.client import AsyncPodiumClient, ClientConfig
 from podium.controller._snapshot import read_snapshot
-from podium.drivers import SimDriver, SimTraffic
+from podium.drivers import SimTraffic
 from podium.model import Resources
 from podium.state import ClusterState
 from podium.store import open_store
 from tests.support.server import running_server, sqlite_url
+from tests.support.sim_agents import sim_agents
 
 CAPACITY = Resources(8, 8192, 1000, 1000)
 RATE = 250_000.0  # bytes/s between each web and each db guest
@@ -30,27 +29,13 @@ def app(name: str, replicas: int) -> dict[str, Any]:
     return {"kind": "App", "name": name, "spec": spec}
 
 
-@contextlib.asynccontextmanager
-async def agents(
+def agents(
     config: ClientConfig, join: str, model: SimTraffic, count: int
-) -> AsyncIterator[None]:
-    links, tasks = [], []
-    for i in range(1, count + 1):
-        name = f"host-{i}"
-        link = AgentLink(config.server, join, config.ca_pem)
-        driver = SimDriver(name=name, capacity=CAPACITY, start_delay=(0.05, 0.1), traffic=model)
-        agent = Agent(name, link, driver, capacity=CAPACITY, traffic_interval=INTERVAL)
-        links.append(link)
-        tasks.append(asyncio.create_task(agent.run(), name=f"agent-{name}"))
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for link in links:
-            await link.close()
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return sim_agents(
+        config, join, count, CAPACITY,
+        driver={"traffic": model}, agent={"traffic_interval": INTERVAL},
+    )  # fmt: skip
 
 
 @pytest.mark.slow

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from podium.agent import Agent
-from podium.client import AgentLink, AsyncPodiumClient, ClientConfig
+from podium.client import AsyncPodiumClient, ClientConfig
 from podium.controller._rebalance import input_of
-from podium.drivers import SimDriver, SimUsage
+from podium.drivers import SimUsage
 from podium.model import Kind, Resources
 from podium.scheduler._rebalance import RebalancePolicy, plan_rebalance
 from podium.state import ClusterState, Migrations, keys, loads
 from podium.store import open_store
 from tests.support.server import running_server, sqlite_url
+from tests.support.sim_agents import sim_agents
 
 CAPACITY = Resources(8, 8192, 1000, 1000)
 HOG = 3.5  # the hog uses 3.5 x its 2 reserved cores: 7 of its host's 8 (> 85 %)
@@ -32,27 +31,13 @@ def app(name: str, replicas: int, cpu: float) -> dict[str, Any]:
     return {"kind": "App", "name": name, "spec": spec}
 
 
-@contextlib.asynccontextmanager
-async def agents(
+def agents(
     config: ClientConfig, join: str, model: SimUsage, count: int
-) -> AsyncIterator[None]:
-    links, tasks = [], []
-    for i in range(1, count + 1):
-        name = f"host-{i}"
-        link = AgentLink(config.server, join, config.ca_pem)
-        driver = SimDriver(name=name, capacity=CAPACITY, start_delay=(0.05, 0.1), usage=model)
-        agent = Agent(name, link, driver, capacity=CAPACITY, usage_interval=INTERVAL)
-        links.append(link)
-        tasks.append(asyncio.create_task(agent.run(), name=f"agent-{name}"))
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for link in links:
-            await link.close()
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return sim_agents(
+        config, join, count, CAPACITY,
+        driver={"usage": model}, agent={"usage_interval": INTERVAL},
+    )  # fmt: skip
 
 
 async def rebalancer_input(state: ClusterState, *, with_usage: bool) -> Any:
