@@ -298,6 +298,22 @@ def agent(
             "(default: this host's address on the route to the server)"
         ),
     ] = None,
+    traffic_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=3600,
+            help="Seconds between reports of measured traffic between guests (flow counters)",
+        ),
+    ] = 10.0,
+    usage_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=3600,
+            help="Seconds between measurements of each guest's usage (sent when it moved)",
+        ),
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run the host agent: dial the server, hold the host lease, run the guests bound here."""
@@ -353,6 +369,8 @@ def agent(
             taints=taints,
             on_host_token=lambda t: write_secret(token_file, t + "\n"),
             migration_address=migration_address,
+            traffic_interval=traffic_interval,
+            usage_interval=usage_interval,
         )
         task = asyncio.create_task(node.run())
         loop = asyncio.get_running_loop()
