@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -569,3 +570,15 @@ class FakeControlPlane:
             return {"accepted": True, "reason": ""}
 
         return answer
+
+
+@contextlib.asynccontextmanager
+async def running_agent(agent: Any) -> AsyncIterator[None]:
+    """Run ``agent`` for the ``async with`` block; cancel it and wait for it after."""
+    task = asyncio.create_task(agent.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -4,8 +4,6 @@ against a fake link, a SimDriver with a traffic model, and a failing flow source
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ from podium.agent import Agent, Watchdog
 from podium.agent._traffic import MAX_PAIRS, TrafficMeter, check_interval, report_body
 from podium.drivers import DriverError, FlowSource, SimDriver, SimTraffic
 from tests.unit.agent.agent_support import CAPACITY, FakeLink, eventually
+from tests.unit.agent.agent_support import running_agent as running
 
 
 class Clock:
@@ -73,17 +72,6 @@ def make_agent(link: FakeLink, driver: Any, watchdog: Watchdog, **kw: Any) -> Ag
         traffic_interval=0.05,
         **kw,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[None]:
-    task = asyncio.create_task(agent.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_the_agent_reports_the_sim_models_rates(watchdog: Watchdog) -> None:

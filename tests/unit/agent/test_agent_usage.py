@@ -4,8 +4,6 @@ the agent's loop against a fake link and a SimDriver with a usage model."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ from podium.agent import Agent, Watchdog
 from podium.agent._usage import UsageReports, check_interval, moved
 from podium.drivers import DriverError, SimDriver, SimUsage
 from tests.unit.agent.agent_support import CAPACITY, FakeLink, eventually
+from tests.unit.agent.agent_support import running_agent as running
 
 BASE = {"cpu": 1.0, "memory_mib": 256.0, "iops": 100.0, "net_mbps": 10.0}
 
@@ -69,17 +68,6 @@ def make_agent(link: FakeLink, driver: Any, watchdog: Watchdog) -> Agent:
         report_interval=0.01,
         usage_interval=0.05,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[None]:
-    task = asyncio.create_task(agent.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def usage_reports(link: FakeLink, guest: str) -> list[dict[str, Any]]:
