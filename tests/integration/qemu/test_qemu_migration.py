@@ -77,10 +77,16 @@ def fabric() -> Iterator[Fabric]:
     fab = Fabric(f"pdm-a-{tag}", f"pdm-b-{tag}", f"pdmva{tag}")
     made: list[str] = []
     try:
-        for ns, addr in ((fab.a, "10.78.0.1/24"), (fab.b, "10.78.0.2/24")):
+        for ns, addr, mac in (
+            (fab.a, "10.78.0.1/24", "02:00:00:78:00:01"),
+            (fab.b, "10.78.0.2/24", "02:00:00:78:00:02"),
+        ):
             ip("netns", "add", ns)
             made.append(ns)
-            ip("-n", ns, "link", "add", "br0", "type", "bridge")
+            # A fixed address, as the lab gives its host switches: a bridge otherwise takes
+            # the lowest of its ports' addresses, and the two hosts' taps for the guest
+            # carry the same one (fe:54:..., from the guest's MAC).
+            ip("-n", ns, "link", "add", "br0", "address", mac, "type", "bridge")
             ip("-n", ns, "addr", "add", addr, "dev", "br0")
             ip("-n", ns, "link", "set", "br0", "up")
             ip("-n", ns, "link", "set", "lo", "up")

@@ -23,6 +23,11 @@ def fake_qemu(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     (state / "g1").mkdir(parents=True)
     proc = subprocess.Popen([str(binary), "30"], cwd=state / "g1")
     try:
+        # until the child has exec'd, /proc shows the forking Python's argv (busy hosts)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        deadline = time.monotonic() + 5
+        while b"qemu-system" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         yield state, proc
     finally:
         proc.kill()
