@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import groupby
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from podium.scheduler._bulk import BULK_MIN, eligible_hosts, is_plain, place_plain, supports
 from podium.scheduler._constraints import NearFilter, TaintFilter
 from podium.scheduler._plugins import (
+    EPS,
     BatchState,
     BestFitScore,
     FilterPlugin,
@@ -18,8 +21,10 @@ from podium.scheduler._plugins import (
     ScorePlugin,
     SpreadFilter,
 )
-from podium.scheduler._scores import HealthScore, SpreadScore, TrafficScore
+from podium.scheduler._scores import HealthScore, SpreadScore, TrafficIndex, TrafficScore
 from podium.scheduler._table import (
+    NDIM,
+    Bools,
     Floats,
     GuestRequest,
     PlacementRequest,
@@ -28,6 +33,7 @@ from podium.scheduler._table import (
 )
 
 SCORE_TOLERANCE = 1e-9
+_DIGITS = re.compile(r"(\d+)")
 
 
 @runtime_checkable
@@ -42,7 +48,10 @@ class Scheduler(Protocol):
     - Guests are placed in priority order (higher first); a guest that does not fit
       does not stop the others. Within a priority, guests moving off a lost host go
       first, then guests without ``near`` (so the apps they follow are placed before
-      them), then guests with a spread (the most constrained), then bigger ones.
+      them), then guests with a spread (the most constrained), then bigger ones. An
+      implementation may place many interchangeable guests of one priority together
+      (see :class:`FrameworkScheduler`); then, within that priority, guests moving or
+      with a spread (and no ``near``) go before them and the other guests after.
     - Deterministic: the same request gives the same result, whatever the order of
       ``request.guests`` or of the host rows.
     - It does not mutate ``request``.
@@ -55,9 +64,7 @@ class Scheduler(Protocol):
 
 def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that orders ``web-2`` before ``web-10``."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name)
-    )
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name))
 
 
 def _mix(
@@ -79,39 +86,104 @@ class FrameworkScheduler:
             mask  = AND of filters (cheap first)       ──none──> reason from per-filter counts
             score = sum of weight * score plugin (0..100) over the hosts left
             host  = best score; ties: hash(guest, host)  ──> commit (consume virtually)
+
+    Bulk path (``_bulk``): when a priority holds at least ``bulk_min`` *plain* guests
+    (no spread, near, talks_to or tolerations, not moving, no measured traffic for the
+    guest or its app) and every plugin is one of the default kinds, that priority goes
+
+        1. guests moving or with a spread (and no near), one by one, in the order above
+        2. the plain guests, at once: the offline planner packs them on the hosts the
+           filters allow a plain guest (a host at some risk is not avoided; replicas
+           of an app are interleaved, not fanned out); those it leaves are retried one
+           by one until one of each request vector fails, which explains the rest
+        3. every other guest, one by one, in the order above
+
+    Fewer plain guests, or ``bulk_min=None``: every guest one by one, as above.
     """
 
     def __init__(
         self,
         filters: Sequence[FilterPlugin],
         scores: Sequence[tuple[ScorePlugin, float]],
+        bulk_min: int | None = BULK_MIN,
     ) -> None:
+        if bulk_min is not None and bulk_min < 1:
+            raise ValueError(
+                f"bulk_min must be at least 1 (or None for no bulk path), got {bulk_min}"
+            )
         self.filters = tuple(filters)
         self.scores = tuple(scores)
+        self.bulk_min = bulk_min
 
     def place(self, request: PlacementRequest) -> PlacementResult:
         table = request.hosts
         batch = BatchState.start(request)
-        mean_capacity = table.capacity.mean(axis=0) if len(table) else np.ones(4)
+        guests = list(request.guests)
+        vectors = np.array([g.request.as_tuple() for g in guests], dtype=np.float64)
+        vectors = vectors.reshape(len(guests), NDIM)
+        mean_capacity = table.capacity.mean(axis=0) if len(table) else np.ones(NDIM)
         scale = np.where(mean_capacity > 0, mean_capacity, 1.0)
-
-        def order(
-            g: GuestRequest,
-        ) -> tuple[int, bool, bool, bool, float, tuple[tuple[int, int | str], ...]]:
-            size = float((np.array(g.request.as_tuple()) / scale).max())
-            near = bool(g.near)
-            return (-g.priority, not g.moving, near, g.spread is None, -size, _natural(g.name))
+        sizes = (vectors / scale).max(axis=1).tolist() if guests else []
+        keys = [
+            (
+                -g.priority,
+                not g.moving,
+                bool(g.near),
+                g.spread is None,
+                -size,
+                _natural(g.name),
+                g.name,
+            )
+            for g, size in zip(guests, sizes, strict=True)
+        ]
+        order = sorted(range(len(guests)), key=keys.__getitem__)  # name last: a01 vs a1
 
         placements: dict[str, str] = {}
         unplaced: dict[str, str] = {}
-        for guest in sorted(request.guests, key=order):
-            vector: Floats = np.array(guest.request.as_tuple(), dtype=np.float64)
-            row, reason = self._place_one(batch, guest, vector)
-            if row is None:
-                unplaced[guest.name] = reason
-            else:
-                batch.commit(guest, vector, row)
-                placements[guest.name] = table.names[row]
+
+        def one_by_one(indexes: list[int]) -> None:
+            for i in indexes:
+                guest, vector = guests[i], vectors[i]
+                row, reason = self._place_one(batch, guest, vector)
+                if row is None:
+                    unplaced[guest.name] = reason
+                else:
+                    batch.commit(guest, vector, row)
+                    placements[guest.name] = table.names[row]
+
+        bulk = self.bulk_min is not None and len(guests) >= self.bulk_min
+        bulk = bulk and supports(self.filters, [p for p, _ in self.scores])
+        traffic = TrafficIndex.of(batch) if bulk else None
+        eligible: Bools | None = None
+        for _, level in groupby(order, key=lambda i: guests[i].priority):
+            indexes = list(level)
+            plain = [traffic is not None and is_plain(guests[i], traffic) for i in indexes]
+            if self.bulk_min is None or sum(plain) < self.bulk_min:
+                one_by_one(indexes)
+                continue
+            first = [
+                i
+                for i, p in zip(indexes, plain, strict=True)
+                if not p
+                and (guests[i].moving or (guests[i].spread is not None and not guests[i].near))
+            ]
+            one_by_one(first)
+            chosen = [i for i, p in zip(indexes, plain, strict=True) if p]
+            if eligible is None:  # guest-independent: host state, taints (none), overcommit
+                eligible = eligible_hosts(batch, self.filters)
+            else:  # only the overcommit part can change, and only by this batch
+                eligible &= np.all(batch.free >= -EPS, axis=1)
+            done, reasons = place_plain(
+                batch,
+                [guests[i] for i in chosen],
+                vectors[chosen],
+                eligible,
+                lambda g, v: self._place_one(batch, g, v),
+            )
+            placements.update((g.name, table.names[row]) for g, row in done)
+            unplaced.update(reasons)
+            taken = set(first)
+            one_by_one([i for i, p in zip(indexes, plain, strict=True) if not p and i not in taken])
         return PlacementResult(placements, unplaced)
 
     def _place_one(

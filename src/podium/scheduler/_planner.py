@@ -64,8 +64,17 @@ class _State:
     scale: Floats  # mean capacity per dimension, for dominant shares
 
 
-def plan(instance: Instance, objective: str = "pack") -> Plan:
-    """Place every guest of ``instance`` it can, for ``objective`` (``pack``/``balance``)."""
+def plan(
+    instance: Instance, objective: str = "pack", *, one_by_one: bool = True, search: bool = True
+) -> Plan:
+    """Place every guest of ``instance`` it can, for ``objective`` (``pack``/``balance``).
+
+    ``one_by_one=False`` skips the leftover pass: guests the groups did not place stay
+    unplaced without a reason (the online bulk path explains them once per request,
+    where the pass would try and explain each of perhaps 100,000 in turn).
+    ``search=False`` skips the small-instance search (``_small``): it pays off for an
+    offline plan, not for an online batch of a few dozen guests on thousands of hosts.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     start = time.perf_counter()
@@ -84,8 +93,8 @@ def plan(instance: Instance, objective: str = "pack") -> Plan:
         for members, shape in groups:
             leftovers.append(_place_group(state, members, shape, host_of))
     rest = np.concatenate(leftovers) if leftovers else np.zeros(0, dtype=np.int64)
-    reasons = _one_by_one(state, instance, np.sort(rest), host_of, objective)
-    if objective == "pack" and 0 < len(instance) <= SMALL:
+    reasons = _one_by_one(state, instance, np.sort(rest), host_of, objective) if one_by_one else {}
+    if search and objective == "pack" and 0 < len(instance) <= SMALL:
         from podium.scheduler._small import improve  # noqa: PLC0415
 
         host_of, reasons = improve(instance, host_of, reasons)
