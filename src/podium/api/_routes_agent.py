@@ -76,7 +76,7 @@ async def register(body: RegisterRequest, ctx: Ctx, who: Who) -> RegisterRespons
         await store.revoke(old_lease)
     host_token = None
     if who.role != "agent":
-        await _revoke_agent_tokens(ctx, body.name)
+        await _revoke_agent_tokens(ctx, body.name, existing=existing is not None)
         host_token = await state.create_token("agent", host=body.name)
     if body.fenced is not None:  # placed on the timeline when it happened, not now
         f = body.fenced
@@ -102,14 +102,10 @@ async def register(body: RegisterRequest, ctx: Ctx, who: Who) -> RegisterRespons
     )
 
 
-async def _revoke_agent_tokens(ctx: ApiContext, host: str) -> None:
+async def _revoke_agent_tokens(ctx: ApiContext, host: str, *, existing: bool) -> None:
     """A host joining again gets a fresh agent token; the old ones stop working."""
-    res = await ctx.state.store.range(keys.TOKENS)
-    for kv in res.kvs:
-        record = loads(kv.value)
-        if record.get("role") == "agent" and record.get("host") == host:
-            await ctx.state.store.delete(kv.key)
-            ctx.auth.forget(kv.key[len(keys.TOKENS) :])
+    for hashed in await ctx.state.revoke_agent_tokens(host, scan=existing):
+        ctx.auth.forget(hashed)
 
 
 @router.post(

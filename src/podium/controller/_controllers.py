@@ -16,6 +16,7 @@ from typing import Protocol
 
 from podium.controller import _snapshot as snap
 from podium.controller._backups import BackupSweeper
+from podium.controller._cache import ClusterCache
 from podium.controller._drain import DrainController
 from podium.controller._errors import TemporaryError
 from podium.controller._events import EventRecorder
@@ -32,20 +33,26 @@ from podium.controller._plans import (
     SetHostState,
     Unbind,
     is_stale,
+    placement_actions,
     plan_app,
     plan_host,
-    plan_placement,
 )
 from podium.model import HostState, Kind
 from podium.scheduler import Scheduler
-from podium.state import ClusterState, NotFound, keys, loads
+from podium.state import ClusterState, NewBinding, NotFound, keys, loads, read_traffic
 from podium.store import Compare, Event, EventType
 
 log = logging.getLogger("podium.controller")
 
 PLACEMENT_KEY = "cluster"
+CACHE_WAIT = 10.0  # seconds a controller waits for its own writes to reach the cache
+THREAD_PLACEMENT = 256  # guests to place from which the scheduler runs off the event loop
+# After a pass that placed a burst, the next waits this long first: guests keep coming
+# (an app scaling by thousands), and one batch of thousands is placed by whole groups
+# (the scheduler's bulk path) where a few hundred go one guest at a time.
+BURST_GATHER = 0.25
 LIVENESS_SWEEP = "~liveness"  # the host controller's periodic key (no host name has a "~")
-CREATE_CHUNK = 100  # guests per transaction (etcd allows 128 operations per txn)
+CREATE_CHUNK = 1000  # guests per create call (it fills transactions up to the store limit)
 
 
 @dataclass(eq=False)
@@ -62,6 +69,8 @@ class Context:
     migrations: MigrationLimits = field(default_factory=MigrationLimits)
     suspect_after: float | None = None  # no renewal for this long: suspect (None: ttl / 2)
     liveness_interval: float = 0.5  # how often the host controller sweeps renewal ages
+    # guests, bindings and hosts in memory, fed by the manager's watch (see _cache)
+    cache: ClusterCache = field(default_factory=ClusterCache)
 
     @property
     def suspect_threshold(self) -> float:
@@ -102,45 +111,66 @@ def _owner(event: Event) -> str | None:
 
 
 class AppController:
-    """App replicas -> owned guests ``<app>-<n>``."""
+    """App replicas -> owned guests ``<app>-<n>``.
+
+    Reads its guests from the cache; after creating or deleting, the next reconcile of
+    the app first waits for those writes to come back through the watch. Guest events
+    wake the owner only when a guest goes away or changes hands (its own creations it
+    already counted).
+    """
 
     name = "app"
     workers = 4
-    debounce = 0.0
+    debounce = 0.05
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._apps = keys.object_prefix(Kind.APP)
         self._guests = keys.object_prefix(Kind.GUEST)
+        self._written: dict[str, int] = {}  # app -> store revision after its last write
 
     def keys_for(self, event: Event) -> Iterable[str]:
         key = event.kv.key
         if key.startswith(self._apps):
             return [key[len(self._apps) :]]
         if key.startswith(self._guests):
+            if event.type is EventType.PUT and event.prev_kv is None:
+                return []  # a creation: the app that created it counted it
             owner = _owner(event)
             return [owner] if owner else []
         return []
 
     async def all_keys(self) -> Iterable[str]:
-        return await snap.app_names(self.ctx.state)
+        """Apps that exist, and owners named by guests (orphans to clean up)."""
+        apps, _ = await self.ctx.state.list_records(Kind.APP)
+        owners = {app for app, guests in self.ctx.cache.owned.items() if guests}
+        return {a["name"] for a in apps} | owners
 
     async def reconcile(self, key: str) -> None:
-        state = self.ctx.state
+        state, cache = self.ctx.state, self.ctx.cache
+        if not await cache.wait_for(self._written.get(key, 0), CACHE_WAIT):
+            raise TemporaryError(f"app {key}: the cache lags the store", delay=0.5)
         record = await state.get_record(Kind.APP, key)
-        guests = await snap.guests_named(state, key + "-")
+        guests = [found[0] for n in sorted(cache.owned.get(key, ())) if (found := cache.guest(n))]
         guard = [self.ctx.leadership.compare]  # a deposed leader creates and deletes nothing
-        for action in plan_app(key, record, guests):
+        wrote = False
+        for action in plan_app(key, record, guests, taken=lambda n: cache.guest(n) is not None):
             if isinstance(action, CreateGuests):
                 for i in range(0, len(action.guests), CREATE_CHUNK):  # store txns are bounded
                     chunk = action.guests[i : i + CREATE_CHUNK]
-                    await state.create_owned_guests(action.app, chunk, guard=guard)
+                    await state.create_owned_guests(action.app, chunk, guard=guard, known=cache)
+                wrote = True
             elif isinstance(action, DeleteGuests):
                 for name in action.names:
                     with contextlib.suppress(NotFound):
                         await state.delete_object(Kind.GUEST, name, force_owned=True, guard=guard)
+                wrote = True
             else:
                 self.ctx.events.record(action.kind, action.name, action.reason, action.message)
+        if wrote:
+            self._written[key] = await state.store.revision()
+        elif record is None:
+            self._written.pop(key, None)
 
 
 class HostController:
@@ -175,7 +205,7 @@ class HostController:
         return []
 
     async def all_keys(self) -> Iterable[str]:
-        return [*await snap.host_names(self.ctx.state), LIVENESS_SWEEP]
+        return [*self.ctx.cache.host_names(), LIVENESS_SWEEP]
 
     async def reconcile(self, key: str) -> float | None:
         if key == LIVENESS_SWEEP:
@@ -184,19 +214,35 @@ class HostController:
         await self._reconcile_host(key)
         return None
 
+    def _settled(self, key: str) -> bool:
+        """The cache shows a ready host, renewing, as it was last time: nothing to do.
+
+        Periodic resyncs reconcile every host; this keeps them from reading thousands
+        of hosts from the store. Only the do-nothing case is decided on the cache (which
+        may lag): any change is judged on a fresh read.
+        """
+        cache = self.ctx.cache
+        host = cache.host(key) if cache.loaded else None
+        return (
+            host is not None
+            and self._was_live.get(key) is True
+            and host.live
+            and host.state == HostState.READY.value
+            and not is_stale(host, self.ctx.clock(), self.ctx.suspect_threshold)
+        )
+
     async def _sweep(self) -> None:
         """Reconcile every live host whose renewal age crossed the suspect threshold."""
         ctx = self.ctx
         now, threshold = ctx.clock(), ctx.suspect_threshold
-        for name, host in (await snap.read_hosts(ctx.state)).items():
-            if not host.live or host.state not in (HostState.READY, HostState.SUSPECT):
-                continue
-            if is_stale(host, now, threshold) != (host.state == HostState.SUSPECT):
-                with contextlib.suppress(TemporaryError):  # raced: the next sweep sees it
-                    await self._reconcile_host(name)
+        for name in ctx.cache.liveness_changes(now, threshold):
+            with contextlib.suppress(TemporaryError):  # raced: the next sweep sees it
+                await self._reconcile_host(name)
 
     async def _reconcile_host(self, key: str) -> None:
         ctx = self.ctx
+        if self._settled(key):
+            return
         host = await snap.read_host(ctx.state, key)
         lease_alive = False
         if host is not None and not host.live and host.state != HostState.LOST.value:
@@ -236,7 +282,9 @@ class PlacementController:
     """One pass over the whole cluster: place unbound guests, move guests off lost hosts.
 
     A single key, so one worker: every binding decision in the cluster is made by one
-    sequential pass, over one snapshot, and capacity is never double-booked.
+    sequential pass, over one view of the cache, and capacity is never double-booked.
+    A pass first waits until the cache holds the previous pass's writes, and costs
+    O(guests to place + hosts); first placements are written many per transaction.
     """
 
     name = "placement"
@@ -245,6 +293,8 @@ class PlacementController:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._written = 0  # store revision after this controller's last writes
+        self._burst = False  # the last pass placed a burst: gather the next one a moment
         self._triggers = (
             keys.object_prefix(Kind.GUEST),
             keys.object_prefix(Kind.HOST),
@@ -264,24 +314,79 @@ class PlacementController:
         return [PLACEMENT_KEY]
 
     async def reconcile(self, key: str) -> None:
-        snapshot = await snap.read_snapshot(self.ctx.state)
-        plan = plan_placement(snapshot, self.ctx.scheduler)
-        failed = await self._apply(plan.actions)
+        ctx = self.ctx
+        cache = ctx.cache
+        if self._burst:
+            self._burst = False
+            await asyncio.sleep(BURST_GATHER)
+        if not await cache.wait_for(self._written, CACHE_WAIT):
+            raise TemporaryError("placement: the cache lags the store", delay=0.5)
+        # lost hosts still holding guests: confirm each lease is gone (never merely late)
+        expired = frozenset(
+            [h.name for h in cache.holding_lost() if await snap.lease_expired(ctx.state, h)]
+        )
+        if not cache.pending and not expired:
+            return
+        traffic = (await read_traffic(ctx.state)).rates()
+        request, moving = cache.placement_request(expired, traffic)
+        if len(request.guests) >= THREAD_PLACEMENT:  # keep serving keepalives meanwhile
+            self._burst = True
+            result = await asyncio.to_thread(ctx.scheduler.place, request)
+        else:
+            result = ctx.scheduler.place(request)
+
+        def revision_of(guest: str) -> int:
+            binding = cache.binding(guest)
+            return 0 if binding is None else binding.revision
+
+        def message_of(guest: str) -> str | None:
+            status = cache.status(guest)
+            return None if status is None else status.get("message")
+
+        actions = placement_actions(result, moving, revision_of, message_of)
+        failed = await self._apply(actions)
+        self._written = await ctx.state.store.revision()
         if failed:
             raise TemporaryError(f"{failed} binding(s) changed during the pass", delay=0.1)
 
     async def _apply(self, actions: Sequence[PlacementAction]) -> int:
-        """Apply in order, ``bind_concurrency`` at a time; return how many lost a race."""
-        n = self.ctx.bind_concurrency
+        """Apply: first placements in bulk, the rest ``bind_concurrency`` at a time;
+        return how many lost a race."""
+        first: list[NewBinding] = []
+        rest: list[PlacementAction] = []
+        for action in actions:
+            found = self.ctx.cache.guest(action.guest)
+            if (
+                isinstance(action, Bind)
+                and action.moved_from is None
+                and action.revision == 0
+                and found is not None
+            ):
+                first.append(NewBinding(action.guest, action.host, found[0], found[1]))
+            else:
+                rest.append(action)
         failed = 0
-        for i in range(0, len(actions), n):
-            chunk = actions[i : i + n]
+        if first:
+            result = await self.ctx.state.bind_new(first, guard=[self.ctx.leadership.compare])
+            for item in result.bound:
+                self.ctx.events.record(
+                    "Guest",
+                    item.guest,
+                    "GuestPlaced",
+                    f"placed on {item.host} (epoch 1)",
+                    group=("Host", item.host),
+                )
+            # a guest in a transaction that raced: one at a time, which re-reads
+            rest += [Bind(item.guest, item.host, 0) for item in result.raced]
+        n = self.ctx.bind_concurrency
+        for i in range(0, len(rest), n):
+            chunk = rest[i : i + n]
             results = await asyncio.gather(
                 *(self._apply_one(a) for a in chunk), return_exceptions=True
             )
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result  # every task of the chunk has finished: nothing leaks
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    raise outcome  # every task of the chunk has finished: nothing leaks
             failed += results.count(False)
         return failed
 

@@ -77,7 +77,8 @@ class DrainController:
         if key.startswith(self._hosts):
             return [key[len(self._hosts) :]]
         if key.startswith(keys.ASSIGN):
-            return [key[len(keys.ASSIGN) :].partition("/")[0]]
+            host = key[len(keys.ASSIGN) :].partition("/")[0]
+            return [host] if self._draining(host) else []
         for prefix, field in (
             (keys.BINDINGS, "host"),
             (keys.GUEST_STATUS, "host"),
@@ -85,15 +86,23 @@ class DrainController:
         ):
             if key.startswith(prefix):
                 found = {_host_of(event.kv.value, field), _host_of(prev, field)}
-                return [h for h in found if h]
+                return [h for h in found if h and self._draining(h)]
         return []
 
+    def _draining(self, name: str) -> bool:
+        """Only a draining host's guests matter (the cache already holds this event's
+        host records; a host starting to drain is woken by its own record's event)."""
+        host = self.ctx.cache.host(name)
+        return host is None or (bool(host.spec.get("draining")) and not host.spec.get("drained"))
+
     async def all_keys(self) -> Iterable[str]:
-        return await snap.host_names(self.ctx.state)
+        return self.ctx.cache.host_names()
 
     async def reconcile(self, key: str) -> None:
         ctx = self.ctx
         state = ctx.state
+        if ctx.cache.loaded and not self._draining(key):
+            return  # (a host starting to drain wakes this key again with its record)
         host = await snap.read_host(state, key)
         if host is None or not host.spec.get("draining") or host.spec.get("drained"):
             return

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from podium._aio import supervise
+from podium.controller._cache import ClusterCache
 from podium.controller._controllers import (
     CONTROLLERS,
     Context,
@@ -110,7 +111,9 @@ class ControllerManager:
         queues = {c.name: WorkQueue() for c in controllers}
         try:
             async with asyncio.TaskGroup() as tg:
-                supervise(tg, self._watch(controllers, queues, events), name="controller-watch")
+                supervise(
+                    tg, self._watch(controllers, queues, events, ctx.cache), name="controller-watch"
+                )
                 supervise(tg, self._resync(controllers, queues), name="controller-resync")
                 supervise(tg, self._prune(), name="controller-prune-events")
                 supervise(tg, events.run(), name="controller-events")
@@ -139,7 +142,11 @@ class ControllerManager:
                 self._enqueue(c, queues[c.name], key)
 
     async def _watch(
-        self, controllers: list[Controller], queues: dict[str, WorkQueue], events: EventRecorder
+        self,
+        controllers: list[Controller],
+        queues: dict[str, WorkQueue],
+        events: EventRecorder,
+        cache: ClusterCache,
     ) -> None:
         delay = 0.1
         revision: int | None = None
@@ -147,12 +154,14 @@ class ControllerManager:
             try:
                 if revision is None:
                     revision = await self.state.store.revision()
+                    await cache.load(self.state, revision)
                     await self._relist(controllers, queues)
                 watch = self.state.store.watch(keys.ROOT, revision + 1)
                 try:
                     async for event in watch:
                         revision = event.revision
                         delay = 0.1
+                        cache.apply(event)  # first: keys_for and reconciles read it
                         if event.kv.key.startswith(keys.EVENTS):
                             continue
                         for c in controllers:

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from podium.controller._snapshot import HostRecord, Snapshot
 from podium.model import HostState, Resources, Spread
-from podium.scheduler import GuestRequest, HostRow, HostTable, PlacementRequest, Scheduler
+from podium.scheduler import (
+    GuestRequest,
+    HostRow,
+    HostTable,
+    PlacementRequest,
+    PlacementResult,
+    Scheduler,
+)
 
 JSON = dict[str, Any]
 
@@ -125,10 +132,17 @@ def replica_spec(app: str, spec: Mapping[str, Any]) -> JSON:
     }
 
 
-def plan_app(app: str, record: JSON | None, guests: Sequence[JSON]) -> list[AppAction]:
+def plan_app(
+    app: str,
+    record: JSON | None,
+    guests: Sequence[JSON],
+    *,
+    taken: Callable[[str], bool] | None = None,
+) -> list[AppAction]:
     """Converge ``app``'s owned guests to its replica count.
 
-    ``guests``: every guest whose name starts with ``<app>-`` (owned or not). New
+    ``guests``: the app's owned guests, and any other guest whose name starts with
+    ``<app>-``; ``taken`` (default: a name of ``guests``) says a name is in use. New
     replicas take the lowest free indices (from 1); scale-down removes the highest.
     A deleted App (``record`` None) loses all its guests. Spec changes apply to new
     replicas only (rolling updates are later work).
@@ -157,13 +171,15 @@ def plan_app(app: str, record: JSON | None, guests: Sequence[JSON]) -> list[AppA
             Emit("App", app, "ScaledDown", f"deleted {_names(doomed)} ({replicas} replicas)"),
         ]
     if len(owned) < replicas:
-        taken = {g["name"] for g in guests}
+        if taken is None:
+            names = {g["name"] for g in guests}
+            taken = names.__contains__
         spec = replica_spec(app, record["spec"])
         new: list[tuple[str, JSON]] = []
         n = 0
         while len(new) < replicas - len(owned):
             n += 1
-            if f"{app}-{n}" not in taken:
+            if not taken(f"{app}-{n}"):
                 new.append((f"{app}-{n}", spec))
         return [
             CreateGuests(app, tuple(new)),
@@ -294,6 +310,21 @@ class PlacementPlan:
     actions: list[PlacementAction]
 
 
+def host_row(host: HostRecord, allocated: Resources) -> HostRow:
+    """The scheduler's view of a host: room, readiness, cordon, drain, labels, taints."""
+    spec = host.spec
+    return HostRow(
+        name=host.name,
+        capacity=Resources.from_dict(spec.get("capacity", {})),
+        allocated=allocated,
+        ready=host.live and host.state == HostState.READY.value,
+        cordoned=bool(spec.get("cordoned")),
+        labels=spec.get("labels", {}),
+        draining=bool(spec.get("draining")) and not spec.get("drained"),
+        taints=spec.get("taints", {}),
+    )
+
+
 def placement_request(snapshot: Snapshot) -> tuple[PlacementRequest, dict[str, str]]:
     """Guests to place (unbound, or bound to a host whose lease expired) on a host table."""
     moving = {
@@ -320,19 +351,7 @@ def placement_request(snapshot: Snapshot) -> tuple[PlacementRequest, dict[str, s
             allocated[b.migrating_to] = allocated[b.migrating_to] + g.request
             if g.app is not None:
                 placed[g.app].append(b.migrating_to)
-    rows = [
-        HostRow(
-            name=h.name,
-            capacity=Resources.from_dict(h.spec.get("capacity", {})),
-            allocated=allocated[h.name],
-            ready=h.live and h.state == HostState.READY.value,
-            cordoned=bool(h.spec.get("cordoned")),
-            labels=h.spec.get("labels", {}),
-            draining=bool(h.spec.get("draining")) and not h.spec.get("drained"),
-            taints=h.spec.get("taints", {}),
-        )
-        for h in snapshot.hosts.values()
-    ]
+    rows = [host_row(h, allocated[h.name]) for h in snapshot.hosts.values()]
     guest_hosts = {
         name: b.host for name, b in snapshot.bindings.items() if b.host and name not in moving
     }
@@ -356,14 +375,30 @@ def plan_placement(snapshot: Snapshot, scheduler: Scheduler) -> PlacementPlan:
     """Place what is unbound and move what sits on lost hosts, in priority order."""
     request, moving = placement_request(snapshot)
     result = scheduler.place(request)
+    actions = placement_actions(
+        result,
+        moving,
+        lambda g: snapshot.bindings[g].revision if g in snapshot.bindings else 0,
+        lambda g: snapshot.statuses.get(g, {}).get("message"),
+    )
+    return PlacementPlan(request, moving, actions)
+
+
+def placement_actions(
+    result: PlacementResult,
+    moving: Mapping[str, str],
+    revision_of: Callable[[str], int],
+    message_of: Callable[[str], str | None],
+) -> list[PlacementAction]:
+    """Binds for what the scheduler placed; for the rest, an unbind off a lost host or a
+    note of why it waits (unless its status already says so). ``revision_of``: the
+    guest's binding mod revision (0: never bound); ``message_of``: its status message."""
     actions: list[PlacementAction] = []
     for guest, host in result.placements.items():
-        rev = snapshot.bindings[guest].revision if guest in snapshot.bindings else 0
-        actions.append(Bind(guest, host, rev, moving.get(guest)))
+        actions.append(Bind(guest, host, revision_of(guest), moving.get(guest)))
     for guest, reason in result.unplaced.items():
         if guest in moving:
-            rev = snapshot.bindings[guest].revision
-            actions.append(Unbind(guest, rev, moving[guest], reason))
-        elif snapshot.statuses.get(guest, {}).get("message") != reason:
+            actions.append(Unbind(guest, revision_of(guest), moving[guest], reason))
+        elif message_of(guest) != reason:
             actions.append(NoteUnplaced(guest, reason))
-    return PlacementPlan(request, moving, actions)
+    return actions

@@ -137,18 +137,6 @@ async def guests_named(state: ClusterState, prefix: str) -> list[JSON]:
     return [loads(kv.value) for kv in res.kvs]
 
 
-async def app_names(state: ClusterState) -> set[str]:
-    """Apps that exist, and owners named by guests (orphans to clean up)."""
-    apps, _ = await state.list_records(Kind.APP)
-    guests, _ = await state.list_records(Kind.GUEST)
-    return {a["name"] for a in apps} | {g["owner"] for g in guests if g.get("owner")}
-
-
-async def host_names(state: ClusterState) -> list[str]:
-    records, _ = await state.list_records(Kind.HOST)
-    return [r["name"] for r in records]
-
-
 async def set_host_state(
     state: ClusterState, name: str, host_state: HostState, now: float, guard: Iterable[Compare]
 ) -> bool:

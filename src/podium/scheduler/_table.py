@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -101,6 +101,17 @@ class HostTable:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def with_allocated(self, allocated: Floats) -> HostTable:
+        """The same hosts with other allocations (``(n, 4)``, rows as ``names``); the
+        per-host indexes already computed are shared, not rebuilt."""
+        if allocated.shape != self.capacity.shape:
+            raise ValueError(f"allocated has shape {allocated.shape}, not {self.capacity.shape}")
+        table = replace(self, allocated=allocated)
+        for cached in ("index", "at_risk", "host_hash"):
+            if cached in self.__dict__:
+                table.__dict__[cached] = self.__dict__[cached]
+        return table
 
     @cached_property
     def index(self) -> dict[str, int]:

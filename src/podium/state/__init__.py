@@ -18,6 +18,7 @@ from podium.state._backups import (
     restore_backup,
     stale_reason,
 )
+from podium.state._binds import BulkBindResult, NewBinding
 from podium.state._cluster import (
     ROLES,
     ApplyResult,
@@ -46,6 +47,7 @@ __all__ = [
     "ROLES",
     "ApplyResult",
     "Assignment",
+    "BulkBindResult",
     "ClusterState",
     "Conflict",
     "GuardFailed",
@@ -53,6 +55,7 @@ __all__ = [
     "MigrationOutcome",
     "MigrationState",
     "Migrations",
+    "NewBinding",
     "NotFound",
     "PairRate",
     "StaleEpoch",

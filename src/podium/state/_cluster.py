@@ -25,7 +25,7 @@ from podium.model import (
     Manifest,
     Resources,
 )
-from podium.state import _ipam, _migrations, keys
+from podium.state import _binds, _ipam, _migrations, keys
 from podium.store import Compare, Delete, KeyValue, Op, Put, Store
 
 if TYPE_CHECKING:
@@ -188,14 +188,20 @@ class ClusterState:
         return record
 
     async def create_owned_guests(
-        self, app: str, specs: Sequence[tuple[str, JSON]], *, guard: Sequence[Compare] = ()
+        self,
+        app: str,
+        specs: Sequence[tuple[str, JSON]],
+        *,
+        guard: Sequence[Compare] = (),
+        known: _ipam.Known | None = None,
     ) -> int:
         """Create guests owned by ``app`` (skipping names that exist); return how many.
 
         ``guard``: compares every transaction carries (the app controller's leadership);
-        raises :class:`GuardFailed` once one fails.
+        raises :class:`GuardFailed` once one fails. ``known``: the caller's cache of
+        guest names and MACs, so the first attempt need not read the store.
         """
-        return await _ipam.create_owned_guests(self, app, specs, guard=guard)
+        return await _ipam.create_owned_guests(self, app, specs, guard=guard, known=known)
 
     async def get_record(self, kind: Kind, name: str) -> JSON | None:
         record, _ = await self._get_json(keys.object_key(kind, name))
@@ -459,6 +465,12 @@ class ClusterState:
             await migrations.released(release)
         return Binding(guest, HostName(host) if host else None, epoch) if result.succeeded else None
 
+    async def bind_new(
+        self, items: Sequence[_binds.NewBinding], *, guard: Sequence[Compare] = ()
+    ) -> _binds.BulkBindResult:
+        """First bindings of never-bound guests, many per transaction (see ``_binds``)."""
+        return await _binds.bind_new(self.store, items, guard=guard)
+
     async def assignments(self, host: str) -> tuple[list[Assignment], int]:
         """What ``host`` should run now, and the revision to watch from (+1)."""
         res = await self.store.range(keys.assign_prefix(host))
@@ -574,8 +586,29 @@ class ClusterState:
             record["app"] = app
         if ttl:
             record["expires"] = self._clock() + ttl
-        await self.store.put(keys.token_key(hash_token(token)), dumps(record))
+        hashed = hash_token(token)
+        ops: list[Op] = [Put(keys.token_key(hashed), dumps(record))]
+        if host and role == "agent":  # indexed, so a host's re-join revokes in O(its tokens)
+            ops.append(Put(keys.host_tokens_prefix(host) + hashed, b"{}"))
+        await self.store.txn([], ops)
         return token
+
+    async def revoke_agent_tokens(self, host: str, *, scan: bool = False) -> list[str]:
+        """Delete every agent token minted for ``host``; return their hashes.
+
+        ``scan``: also look through all tokens, for tokens minted before the per-host
+        index existed (a host that registered before this version).
+        """
+        prefix = keys.host_tokens_prefix(host)
+        hashes = [kv.key[len(prefix) :] for kv in (await self.store.range(prefix)).kvs]
+        if scan and not hashes:
+            for kv in (await self.store.range(keys.TOKENS)).kvs:
+                record = loads(kv.value)
+                if record.get("role") == "agent" and record.get("host") == host:
+                    hashes.append(kv.key[len(keys.TOKENS) :])
+        for hashed in hashes:
+            await self.store.txn([], [Delete(keys.token_key(hashed)), Delete(prefix + hashed)])
+        return hashes
 
     async def lookup_token(self, token: str) -> JSON | None:
         """The token's record if it exists and has not expired."""

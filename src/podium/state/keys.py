@@ -13,6 +13,7 @@
     /podium/guestatus/<guest>             observed state, reported by the bound agent
     /podium/events/<time-ns>-<rand>       cluster events, newest last
     /podium/tokens/<sha256(token)>        bearer tokens: role and scope
+    /podium/hosttokens/<host>/<sha256>    index: the agent tokens minted for a host
     /podium/leader                        controller leadership (attached to the leader's lease)
     /podium/ipam/mac/<mac>                {guest, uid}: who holds a NIC's MAC (unique index)
     /podium/ipam/ip/<addr>                {guest, uid}: who holds a NIC's IP (unique index)
@@ -36,6 +37,7 @@ ASSIGN = ROOT + "assign/"
 GUEST_STATUS = ROOT + "guestatus/"
 EVENTS = ROOT + "events/"
 TOKENS = ROOT + "tokens/"
+HOST_TOKENS = ROOT + "hosttokens/"
 LEADER = ROOT + "leader"
 IPAM_MAC = ROOT + "ipam/mac/"
 IPAM_IP = ROOT + "ipam/ip/"
@@ -83,6 +85,10 @@ def guest_status_key(guest: str) -> str:
 
 def token_key(token_hash: str) -> str:
     return TOKENS + token_hash
+
+
+def host_tokens_prefix(host: str) -> str:
+    return f"{HOST_TOKENS}{host}/"
 
 
 def mac_key(mac: str) -> str:

@@ -5,7 +5,7 @@ Everything here runs on the worker thread that owns the connection (see ``sqlite
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -124,8 +124,13 @@ class _Tx:
     def lease_alive(self, lease_id: int) -> bool:
         return bool(self.db.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone())
 
-    def apply(self, ops: Sequence[Op]) -> tuple[OpResult, ...]:
-        """Apply ``ops`` at one new revision (taken only if something is written)."""
+    def apply(
+        self, ops: Sequence[Op], before: Mapping[str, KeyValue | None] | None = None
+    ) -> tuple[OpResult, ...]:
+        """Apply ``ops`` at one new revision (taken only if something is written).
+
+        ``before``: keys already read in this transaction, as they were before ``ops``.
+        """
         check_txn_ops(ops)
         for op in ops:
             if isinstance(op, Put) and op.lease and not self.lease_alive(op.lease):
@@ -134,7 +139,7 @@ class _Tx:
         results: list[OpResult] = []
         for op in ops:
             if isinstance(op, Put):
-                prev = self.get(op.key)
+                prev = before[op.key] if before and op.key in before else self.get(op.key)
                 create, version = (prev.create_revision, prev.version + 1) if prev else (rev, 1)
                 kv = KeyValue(op.key, op.value, create, rev, version, op.lease)
                 self.db.execute(_KV_PUT, (_enc(op.key), op.value, create, rev, version, op.lease))

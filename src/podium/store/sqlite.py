@@ -237,8 +237,17 @@ class SQLiteStore:
         cmps, ok_ops, else_ops = tuple(compares), tuple(success), tuple(failure)
 
         def write(tx: _Tx) -> TxnResult:
-            ok = all(check_compare(c, tx.get(c.key)) for c in cmps)
-            results = tx.apply(ok_ops if ok else else_ops)
+            # the keys the compares read are, unchanged, the previous values of the puts
+            # that follow (a key is put at most once per branch): read each once
+            seen: dict[str, KeyValue | None] = {}
+            ok = True
+            for c in cmps:
+                if c.key not in seen:
+                    seen[c.key] = tx.get(c.key)
+                if not check_compare(c, seen[c.key]):
+                    ok = False
+                    break
+            results = tx.apply(ok_ops if ok else else_ops, before=seen)
             return TxnResult(ok, tx.rev, results)
 
         return await self._write(write)
