@@ -5,6 +5,8 @@
     record(kind, name, reason, msg, group=("Host", "h3")) ──> pending ──every interval──>
         per (reason, group): up to ``burst`` events written as they are; more become one
         summary: "GuestPlaced Host/h3: 40 guests: web-1, web-2, ... and 35 more"
+        a reason over more than ``burst`` groups: one event for the cluster,
+        "GuestPlaced Cluster/cluster: 12000 guests on 4800 hosts: h7 (9), ... and 4795 more"
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class EventRecorder:
         for event in pending:
             groups[(event.reason, event.group)].append(event)
         try:
+            await self._summarise_wide(groups)
             for (reason, group), events in groups.items():
                 if group is None or len(events) <= self._burst:
                     for e in events:
@@ -101,3 +104,33 @@ class EventRecorder:
                 self.written += 1
         except (StoreError, StateError) as err:
             log.warning("could not write events (dropped): %s", err)
+
+    async def _summarise_wide(
+        self, groups: dict[tuple[str, tuple[str, str] | None], list[_Pending]]
+    ) -> None:
+        """A reason spread over more than ``burst`` groups in one flush (a thousand hosts
+        each taking guests) becomes one event for the cluster, naming the busiest
+        groups: per-group summaries would be thousands of writes a second, and no one
+        reads them. Those groups are removed from ``groups``."""
+        by_reason: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for reason, group in groups:
+            if group is not None:
+                by_reason[reason].append(group)
+        for reason, wide in by_reason.items():
+            if len(wide) <= self._burst:
+                continue
+            batches = [groups.pop((reason, g)) for g in wide]
+            total = sum(len(b) for b in batches)
+            busiest = sorted(zip(wide, batches, strict=True), key=lambda p: (-len(p[1]), p[0]))
+            shown = ", ".join(f"{g[1]} ({len(b)})" for g, b in busiest[:5])
+            kind = wide[0][0]
+            await self._state.emit(
+                "Cluster",
+                "cluster",
+                reason,
+                f"{total} {batches[0][0].kind.lower()}s on {len(wide)} {kind.lower()}s: "
+                f"{shown} and {len(wide) - 5} more",
+                warning=any(e.warning for b in batches for e in b),
+                at=min(e.at for b in batches for e in b),
+            )
+            self.written += 1

@@ -11,6 +11,7 @@ a time, which re-reads.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from podium.state import _cluster, _ipam, keys
 from podium.store import Compare, Op, Put, Store
 
 JSON = dict[str, Any]
+IN_FLIGHT = 8  # transactions of one bulk bind sent at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,40 +47,72 @@ def per_transaction(guard: int) -> int:
 
 
 async def bind_new(
-    store: Store, items: Sequence[NewBinding], *, guard: Sequence[Compare] = ()
+    store: Store,
+    items: Sequence[NewBinding],
+    *,
+    guard: Sequence[Compare] = (),
+    in_flight: int = IN_FLIGHT,
 ) -> BulkBindResult:
-    """Bind every item at epoch 1, ``per_transaction`` at a time.
+    """Bind every item at epoch 1, ``per_transaction`` at a time, ``in_flight``
+    transactions at once (they touch disjoint keys; a store that commits in groups
+    commits them together).
 
-    Raises :class:`~podium.state.GuardFailed` once a ``guard`` compare fails (then
-    nothing more is tried).
+    Raises :class:`~podium.state.GuardFailed` once a ``guard`` compare fails (the
+    transactions already sent finish; no more are sent).
     """
     size = per_transaction(len(guard))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    outcomes: list[tuple[int, Sequence[NewBinding], int | None]] = []
+    gate = asyncio.Semaphore(max(1, in_flight))
+    stop = asyncio.Event()
+
+    async def one(index: int, chunk: Sequence[NewBinding]) -> None:
+        async with gate:
+            if stop.is_set():
+                return
+            revision = await _commit(store, chunk, guard)
+            if revision is None:
+                try:
+                    await _cluster.check_guard(store, guard, "binding guests")
+                except _cluster.GuardFailed:
+                    stop.set()
+                    raise
+            outcomes.append((index, chunk, revision))
+
+    results = await asyncio.gather(
+        *(one(i, c) for i, c in enumerate(chunks)), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     bound: list[NewBinding] = []
     raced: list[NewBinding] = []
-    revision = 0
-    for start in range(0, len(items), size):
-        chunk = items[start : start + size]
-        compares: list[Compare] = list(guard)
-        ops: list[Op] = []
-        for item in chunk:
-            binding = keys.binding_key(item.guest)
-            compares.append(Compare(binding, "version", "=", 0))
-            compares.append(
-                Compare(keys.object_key(Kind.GUEST, item.guest), "mod", "=", item.guest_revision)
-            )
-            ops.append(Put(binding, _cluster.dumps({"host": item.host, "epoch": 1})))
-            assignment = {
-                "guest": item.guest,
-                "uid": item.record["uid"],
-                "epoch": 1,
-                "spec": _ipam.assignment_spec(item.record),
-            }
-            ops.append(Put(keys.assign_key(item.host, item.guest), _cluster.dumps(assignment)))
-        result = await store.txn(compares, ops)
-        if result.succeeded:
-            bound += chunk
-            revision = result.revision
-        else:
-            await _cluster.check_guard(store, guard, "binding guests")
-            raced += chunk
-    return BulkBindResult(tuple(bound), tuple(raced), revision)
+    outcomes.sort(key=lambda o: o[0])  # in the caller's order
+    for _, chunk, revision in outcomes:
+        (raced if revision is None else bound).extend(chunk)
+    revisions = [r for _, _, r in outcomes if r is not None]
+    return BulkBindResult(tuple(bound), tuple(raced), max(revisions, default=0))
+
+
+async def _commit(
+    store: Store, chunk: Sequence[NewBinding], guard: Sequence[Compare]
+) -> int | None:
+    """One transaction binding ``chunk``; its revision, or None if a compare failed."""
+    compares: list[Compare] = list(guard)
+    ops: list[Op] = []
+    for item in chunk:
+        binding = keys.binding_key(item.guest)
+        compares.append(Compare(binding, "version", "=", 0))
+        compares.append(
+            Compare(keys.object_key(Kind.GUEST, item.guest), "mod", "=", item.guest_revision)
+        )
+        ops.append(Put(binding, _cluster.dumps({"host": item.host, "epoch": 1})))
+        assignment = {
+            "guest": item.guest,
+            "uid": item.record["uid"],
+            "epoch": 1,
+            "spec": _ipam.assignment_spec(item.record),
+        }
+        ops.append(Put(keys.assign_key(item.host, item.guest), _cluster.dumps(assignment)))
+    result = await store.txn(compares, ops)
+    return result.revision if result.succeeded else None

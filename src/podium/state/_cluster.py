@@ -667,8 +667,8 @@ class ClusterState:
         """Delete all but the newest ``keep`` events; return how many were deleted."""
         res = await self.store.range(keys.EVENTS)
         old = res.kvs[: max(0, len(res.kvs) - keep)]
-        for kv in old:
-            await self.store.delete(kv.key)
+        for i in range(0, len(old), _ipam.MAX_TXN_OPS):  # as many per transaction as allowed
+            await self.store.txn([], [Delete(kv.key) for kv in old[i : i + _ipam.MAX_TXN_OPS]])
         return len(old)
 
 
