@@ -1,6 +1,6 @@
 """The placement planner: throughput, packing quality, and distance from the optimum.
 
-``python bench/placement.py [--json] [--only planner,packing,optimal,c1m] [--hosts N] [--guests M]``
+``python bench/placement.py [--json] [--only SECTIONS] [--hosts N] [--guests M]``
 
 Sections (``--only`` picks some; each is independent):
 
@@ -10,6 +10,12 @@ Sections (``--only`` picks some; each is independent):
   file, then loaded (``json.load`` + parse), planned (``pack``) and verified by the
   independent checker, each timed. placements/s = placed guests / plan seconds; the
   end-to-end rate (load + plan + verify) is reported beside it.
+- ``online``: the server's scheduler (``default_scheduler()``, the one placement
+  passes use) on ``--online-hosts`` hosts (default 5,000), one batch of
+  ``--online-guests`` plain replicas (default 100,000; apps of 1,000, the C1M shapes):
+  guests/s with the bulk path (whole groups through the planner), and one guest at a
+  time (``bulk_min=None``) on the first ``--online-one-by-one`` guests (default 2,000)
+  of the same batch; the ratio of the two rates is measured in the same run.
 - ``packing``: large instances with cloud-like shapes (1/2/4/8/16 vCPU, 2/4/8 GiB per
   vCPU, IOPS and network roughly proportional), identical and mixed hosts: hosts used
   over the lower bound (the max over dimensions of the fewest hosts whose capacity
@@ -42,7 +48,14 @@ import numpy as np
 from podium.scheduler._check import solve_parsed
 from podium.scheduler._instance import parse_instance
 
-SECTIONS = ("planner", "packing", "optimal", "c1m")
+SECTIONS = ("planner", "online", "packing", "optimal", "c1m")
+ONLINE_SHAPES = (  # (cpu, memory_mib, iops, net_mbps), as bench/c1m.py's apps
+    (1, 512, 50, 10),
+    (2, 2048, 100, 20),
+    (4, 4096, 200, 50),
+    (1, 1024, 100, 10),
+    (8, 16384, 400, 100),
+)
 SHAPES = (1, 2, 4, 8, 16)  # vCPU
 SHAPE_WEIGHTS = (0.3, 0.3, 0.2, 0.15, 0.05)
 GIB_PER_CPU = (2, 4, 8)
@@ -136,6 +149,51 @@ def planner_section(hosts: int, guests: int, seed: int) -> dict[str, Any]:
         "hosts_used": report["hosts_used"],
         "lower_bound": report["lower_bound"]["hosts"],
         "ratio": report["ratio"],
+    }
+
+
+def online_section(hosts: int, guests: int, one_by_one: int) -> dict[str, Any]:
+    """The online scheduler on one batch of plain replicas: bulk path vs one by one."""
+    from podium.model import Resources  # noqa: PLC0415
+    from podium.scheduler import (  # noqa: PLC0415
+        FrameworkScheduler,
+        GuestRequest,
+        HostRow,
+        HostTable,
+        PlacementRequest,
+        default_scheduler,
+    )
+
+    capacity = Resources(cpu=512, memory_mib=1 << 21, iops=200_000, net_mbps=100_000)
+    rows = [HostRow(f"sim-{i:05d}", capacity, labels={"rack": f"r{i % 50}"}) for i in range(hosts)]
+    table = HostTable.build(rows)
+    batch = []
+    for i in range(guests):
+        app = i // 1000
+        cpu, mem, iops, net = ONLINE_SHAPES[app % len(ONLINE_SHAPES)]
+        request = Resources(cpu=cpu, memory_mib=mem, iops=iops, net_mbps=net)
+        batch.append(GuestRequest(f"c1m-{app:04d}-{i % 1000}", request, f"c1m-{app:04d}"))
+    bulk = default_scheduler()
+    started = time.perf_counter()
+    result = bulk.place(PlacementRequest(table, batch))
+    bulk_s = time.perf_counter() - started
+    single = FrameworkScheduler(bulk.filters, bulk.scores, bulk_min=None)
+    few = batch[:one_by_one]
+    started = time.perf_counter()
+    slow = single.place(PlacementRequest(table, few))
+    single_s = time.perf_counter() - started
+    bulk_rate = len(result.placements) / bulk_s
+    single_rate = len(slow.placements) / single_s
+    return {
+        "hosts": hosts,
+        "guests": guests,
+        "placed": len(result.placements),
+        "bulk_s": round(bulk_s, 3),
+        "bulk_per_s": round(bulk_rate),
+        "one_by_one_guests": len(few),
+        "one_by_one_s": round(single_s, 3),
+        "one_by_one_per_s": round(single_rate),
+        "ratio": round(bulk_rate / single_rate, 1),
     }
 
 
@@ -257,6 +315,12 @@ def summary(results: dict[str, Any]) -> str:
             f"end to end {p['end_to_end_per_s']:,}/s; hosts used "
             f"{p['hosts_used']} vs bound {p['lower_bound']} (ratio {p['ratio']})"
         )
+    if n := results.get("online"):
+        lines.append(
+            f"online: {n['placed']:,}/{n['guests']:,} plain replicas on {n['hosts']:,} hosts "
+            f"in {n['bulk_s']} s ({n['bulk_per_s']:,}/s); one by one {n['one_by_one_per_s']:,}/s "
+            f"({n['one_by_one_guests']:,} guests): {n['ratio']}x"
+        )
     if k := results.get("packing"):
         for r in k["runs"]:
             lines.append(
@@ -290,6 +354,11 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument("--hosts", type=int, default=10_000, help="planner section: hosts")
     p.add_argument("--guests", type=int, default=1_000_000, help="planner section: guests")
+    p.add_argument("--online-hosts", type=int, default=5000, help="online section: hosts")
+    p.add_argument("--online-guests", type=int, default=100_000, help="online section: guests")
+    p.add_argument(
+        "--online-one-by-one", type=int, default=2000, help="online section: one-by-one guests"
+    )
     p.add_argument("--packing-guests", type=int, default=20_000, help="guests per packing instance")
     p.add_argument("--small", type=int, default=50, help="optimal section: small instances")
     p.add_argument(
@@ -317,6 +386,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     if "planner" in args.sections:
         results["planner"] = planner_section(args.hosts, args.guests, args.seed)
+    if "online" in args.sections:
+        results["online"] = online_section(
+            args.online_hosts, args.online_guests, args.online_one_by_one
+        )
     if "packing" in args.sections:
         results["packing"] = packing_section(args.seed, args.packing_guests)
     if "optimal" in args.sections:
