@@ -28,6 +28,7 @@ from podium.drivers import (
     SimDriver,
 )
 from podium.model import Resources
+from tests.support.tasks import running
 
 CAPACITY = Resources(cpu=8, memory_mib=8192, iops=1000, net_mbps=1000)
 SPEC = {"image": "tiny", "request": {"cpu": 1, "memory_mib": 256}, "running": True}
@@ -575,10 +576,5 @@ class FakeControlPlane:
 @contextlib.asynccontextmanager
 async def running_agent(agent: Any) -> AsyncIterator[None]:
     """Run ``agent`` for the ``async with`` block; cancel it and wait for it after."""
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(agent.run()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -18,6 +18,7 @@ from podium.state import (
     report_backup,
     stale_reason,
 )
+from tests.support.tasks import running
 from tests.unit.controller.ctrl_support import FakeClock, eventually, join, lead_by_fiat
 
 SPEC = {"image": "tiny", "request": {"cpu": 1, "memory_mib": 128}, "running": True}
@@ -28,13 +29,8 @@ async def sweeping(state: ClusterState, clock: FakeClock) -> AsyncIterator[None]
     manager = ControllerManager(
         state, default_scheduler(), clock=clock, controllers=(BackupSweeper,)
     )
-    task = asyncio.create_task(manager.run(await lead_by_fiat(state)))
-    try:
+    async with running(manager.run(await lead_by_fiat(state))):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def running_guest(state: ClusterState, name: str, host: str) -> None:

@@ -40,6 +40,7 @@ from podium.state import (
 from podium.store import Event, EventType, KeyValue, RangeResult, Store
 from podium.store.errors import LeaseNotFound
 from podium.store.memory import MemoryStore
+from tests.support.tasks import running
 from tests.unit.controller.ctrl_support import FakeClock
 
 JSON = dict[str, Any]
@@ -119,13 +120,10 @@ async def following(
                 for old in reversed(replayed):
                     cache.apply(old)
 
-    task = asyncio.create_task(feed())
     try:
-        yield
+        async with running(feed()):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         aclose = getattr(watch, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -37,6 +37,7 @@ from podium.controller._snapshot import HostRecord
 from podium.model import GuestState, HostState, Kind, Manifest
 from podium.scheduler import MigrationPlanner, default_scheduler
 from podium.state import ClusterState, Migrations, keys, loads, start_drain
+from tests.support.tasks import running
 from tests.unit.controller.ctrl_support import FakeClock, eventually, join, lead_by_fiat
 
 REQ = {"cpu": 1, "memory_mib": 512, "iops": 10, "net_mbps": 10}
@@ -306,13 +307,8 @@ async def controllers(state: ClusterState, clock: FakeClock) -> AsyncIterator[No
     manager = ControllerManager(
         state, default_scheduler(), host_ttl=10, clock=clock, event_interval=0.02, migrations=LIMITS
     )
-    task = asyncio.create_task(manager.run(await lead_by_fiat(state)))
-    try:
+    async with running(manager.run(await lead_by_fiat(state))):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_a_drain_empties_the_host_live_and_says_so_once(

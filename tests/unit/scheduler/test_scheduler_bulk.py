@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import podium.scheduler._bulk as bulk
-from podium.model import Resources, Spread, toleration_matches
+from podium.model import Resources, Spread
 from podium.scheduler import (
-    UNHEALTHY_RISK,
     FrameworkScheduler,
     GuestRequest,
     HostRow,
@@ -26,6 +25,7 @@ from podium.scheduler import (
 )
 from podium.scheduler._instance import Instance
 from podium.scheduler._planner import Plan, plan
+from tests.unit.scheduler.replay_check import constraint_problems
 
 BULK = 4  # bulk_min in these tests: small batches still take the bulk path
 PLAIN_APPS = ["batch", "worker"]
@@ -105,43 +105,6 @@ def bulk_requests(draw: st.DrawFn) -> PlacementRequest:
     return PlacementRequest(table, guests, placed)
 
 
-def problems(request: PlacementRequest, result: PlacementResult) -> list[str]:
-    """Every broken promise, replaying the placements in order (independent of _bulk)."""
-    table = request.hosts
-    guests = {g.name: g for g in request.guests}
-    used = table.allocated.copy()
-    touched: set[int] = set()
-    app_rows = {app: [table.index[h] for h in hosts] for app, hosts in request.placed.items()}
-    found = [f"{g} lost" for g in set(guests) - set(result.placements) - set(result.unplaced)]
-    found += [f"{g} placed and unplaced" for g in set(result.placements) & set(result.unplaced)]
-    for name, host in result.placements.items():
-        g, r = guests[name], table.index[host]
-        if not table.ready[r] or table.cordoned[r] or table.draining[r]:
-            found.append(f"{name} on {host}: not ready, cordoned or draining")
-        if table.health_risk[r] >= UNHEALTHY_RISK:
-            found.append(f"{name} on {host}: unhealthy")
-        for (key, value), has in zip(table.taint_names, table.tainted[r], strict=True):
-            if has and not any(toleration_matches(t, key, value) for t in g.tolerations):
-                found.append(f"{name} on {host}: taint {key}={value} not tolerated")
-        near = {x for app in g.near for x in app_rows.get(app, [])}
-        if near and r not in near:
-            found.append(f"{name} on {host}: runs no guest of {g.near}")
-        if g.app and g.spread:
-            domain, _ = table.domain(g.spread)
-            if any(domain[x] == domain[r] for x in app_rows.get(g.app, [])):
-                found.append(f"{name} on {host}: breaks spread {g.spread.value}")
-        used[r] += np.array(g.request.as_tuple())
-        touched.add(r)
-        if g.app:
-            app_rows.setdefault(g.app, []).append(r)
-    found += [
-        f"{table.names[r]} over capacity"
-        for r in sorted(touched)
-        if (used[r] > table.capacity[r] + 1e-9).any()
-    ]
-    return found
-
-
 def priority_inversions(request: PlacementRequest, result: PlacementResult) -> list[str]:
     """A higher-priority guest left out while a lower one asking for as much got a place.
 
@@ -187,7 +150,7 @@ def test_bulk_placements_keep_capacity_eligibility_spreads_priority_and_reasons(
     request: PlacementRequest,
 ) -> None:
     result = scheduler().place(request)
-    assert problems(request, result) == []
+    assert constraint_problems(request, result) == []
     assert priority_inversions(request, result) == []
     assert reason_problems(request, result) == []
 
@@ -315,7 +278,7 @@ def test_bulk_counts_the_batch_and_existing_allocations() -> None:
     guests = [GuestRequest("web-0", ONE, "web", Spread.HOST), *plain(6)]
     result = scheduler().place(PlacementRequest(HostTable.build(rows), guests))
     request = PlacementRequest(HostTable.build(rows), guests)
-    assert problems(request, result) == []
+    assert constraint_problems(request, result) == []
     assert len(result.placements) == 5  # 1 + 4 cpus free
 
 
@@ -382,7 +345,7 @@ def test_an_overloaded_batch_is_explained_once_per_request_quickly() -> None:
     assert len(result.placements) + len(result.unplaced) == 40_000
     assert len(result.placements) >= 400  # at least half the room used (cpu 1 or 2 each)
     assert set(result.unplaced.values()) == {"0/200 hosts fit: 200 lacked cpu"}
-    assert problems(request, result) == []
+    assert constraint_problems(request, result) == []
     # one by one this takes minutes; ~0.5 s of CPU here today: catch a blow-up only
     assert cpu < 20.0, f"placing 40,000 guests took {cpu:.2f} s of CPU"
 
@@ -397,7 +360,7 @@ def test_bulk_placements_count_for_later_spreads_and_near() -> None:
     request = PlacementRequest(HostTable.build(rows), guests)
     result = scheduler().place(request)
     assert len(result.placements) == 6
-    assert problems(request, result) == []
+    assert constraint_problems(request, result) == []
     (bulk_host,) = {result.placements[f"batch-{i}"] for i in range(4)}
     assert result.placements["follower"] == bulk_host
     assert result.placements["batch-s"] != bulk_host

@@ -6,21 +6,19 @@ import random
 import re
 import time
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podium.model import DIMENSIONS, Resources, Spread, toleration_matches
+from podium.model import Resources, Spread
 from podium.scheduler import (
-    UNHEALTHY_RISK,
     GuestRequest,
     HostRow,
     HostTable,
     PlacementRequest,
-    PlacementResult,
     default_scheduler,
     verify,
 )
+from tests.unit.scheduler.replay_check import constraint_problems
 
 APPS = ["web", "db", "cache"]
 
@@ -200,45 +198,6 @@ def constrained_requests(draw: st.DrawFn) -> PlacementRequest:
             a, b = draw(st.lists(st.sampled_from(names), min_size=2, max_size=2, unique=True))
             traffic[(min(a, b), max(a, b))] = float(draw(st.sampled_from([1e3, 1e6, 5e6])))
     return PlacementRequest(table, guests, placed, traffic, guest_hosts, guest_apps)
-
-
-def constraint_problems(request: PlacementRequest, result: PlacementResult) -> list[str]:
-    """Every broken constraint, replaying the placements in order (independent check)."""
-    table = request.hosts
-    guests = {g.name: g for g in request.guests}
-    used = table.allocated.copy()
-    app_rows: dict[str, list[int]] = {
-        app: [table.index[h] for h in hosts if h in table.index]
-        for app, hosts in request.placed.items()
-    }
-    problems = [
-        f"{g} both placed and unplaced" for g in set(result.placements) & set(result.unplaced)
-    ]
-    problems += [f"{g} lost" for g in set(guests) - set(result.placements) - set(result.unplaced)]
-    for name, host in result.placements.items():
-        g, r = guests[name], table.index[host]
-        if not table.ready[r] or table.cordoned[r] or table.draining[r]:
-            problems.append(f"{name} on {host}: not ready, cordoned or draining")
-        if table.health_risk[r] >= UNHEALTHY_RISK:
-            problems.append(f"{name} on {host}: unhealthy")
-        for (key, value), has in zip(table.taint_names, table.tainted[r], strict=True):
-            if has and not any(toleration_matches(t, key, value) for t in g.tolerations):
-                problems.append(f"{name} on {host}: taint {key}={value} not tolerated")
-        near_rows = {x for app in g.near for x in app_rows.get(app, [])}
-        if near_rows and r not in near_rows:
-            problems.append(f"{name} on {host}: runs no guest of {g.near}")
-        if g.app and g.spread:
-            domain, _ = table.domain(g.spread)
-            if any(domain[x] == domain[r] for x in app_rows.get(g.app, [])):
-                problems.append(f"{name} on {host}: breaks spread {g.spread.value}")
-        used[r] += np.array(g.request.as_tuple())
-        if g.app:
-            app_rows.setdefault(g.app, []).append(r)
-    problems += [
-        f"{table.names[r]} over {DIMENSIONS[d]}"
-        for r, d in np.argwhere(used > table.capacity + 1e-9)
-    ]
-    return problems
 
 
 @settings(max_examples=200, deadline=None)
