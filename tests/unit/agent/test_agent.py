@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from podium.agent import Agent, AgentState, Watchdog, run_many
 from podium.drivers import SimDriver
+from tests.support.tasks import running as run_in_background
 from tests.unit.agent.agent_support import CAPACITY, FakeLink, LoggingDriver, eventually
 
 
@@ -38,15 +38,8 @@ def make_agent(link: FakeLink, driver: SimDriver, watchdog: Watchdog, **kw: Any)
     )
 
 
-@contextlib.asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(agent.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(agent: Agent) -> contextlib.AbstractAsyncContextManager[asyncio.Task[Any]]:
+    return run_in_background(agent.run())
 
 
 async def test_starts_assigned_guests_and_reports_each_transition(watchdog: Watchdog) -> None:

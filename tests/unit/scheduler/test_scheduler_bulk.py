@@ -25,7 +25,7 @@ from podium.scheduler import (
 )
 from podium.scheduler._instance import Instance
 from podium.scheduler._planner import Plan, plan
-from tests.unit.scheduler.replay_check import constraint_problems
+from tests.unit.scheduler.sched_support import constraint_problems, resources
 
 BULK = 4  # bulk_min in these tests: small batches still take the bulk path
 PLAIN_APPS = ["batch", "worker"]
@@ -38,16 +38,6 @@ RISKS = [0.0, 0.0, 0.3, 0.8, 0.95]
 def scheduler(bulk_min: int | None = BULK) -> FrameworkScheduler:
     base = default_scheduler()
     return FrameworkScheduler(base.filters, base.scores, bulk_min=bulk_min)
-
-
-@st.composite
-def resources(draw: st.DrawFn, top: int) -> Resources:
-    return Resources(
-        cpu=draw(st.integers(0, top)) / 2,
-        memory_mib=draw(st.integers(0, top)) * 256,
-        iops=draw(st.integers(0, top)) * 100,
-        net_mbps=draw(st.integers(0, top)) * 10,
-    )
 
 
 @st.composite

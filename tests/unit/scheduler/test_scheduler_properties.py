@@ -18,19 +18,9 @@ from podium.scheduler import (
     default_scheduler,
     verify,
 )
-from tests.unit.scheduler.replay_check import constraint_problems
+from tests.unit.scheduler.sched_support import constraint_problems, resources
 
 APPS = ["web", "db", "cache"]
-
-
-@st.composite
-def resources(draw: st.DrawFn, top: int) -> Resources:
-    return Resources(
-        cpu=draw(st.integers(0, top)) / 2,
-        memory_mib=draw(st.integers(0, top)) * 256,
-        iops=draw(st.integers(0, top)) * 100,
-        net_mbps=draw(st.integers(0, top)) * 10,
-    )
 
 
 @st.composite

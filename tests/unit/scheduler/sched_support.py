@@ -1,11 +1,23 @@
-"""An independent check of a placement result: replays the placements in order."""
+"""Shared by the scheduler tests: a Hypothesis strategy for resource vectors, and an
+independent check of a placement result that replays the placements in order."""
 
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import strategies as st
 
-from podium.model import DIMENSIONS, toleration_matches
+from podium.model import DIMENSIONS, Resources, toleration_matches
 from podium.scheduler import UNHEALTHY_RISK, PlacementRequest, PlacementResult
+
+
+@st.composite
+def resources(draw: st.DrawFn, top: int) -> Resources:
+    return Resources(
+        cpu=draw(st.integers(0, top)) / 2,
+        memory_mib=draw(st.integers(0, top)) * 256,
+        iops=draw(st.integers(0, top)) * 100,
+        net_mbps=draw(st.integers(0, top)) * 10,
+    )
 
 
 def constraint_problems(request: PlacementRequest, result: PlacementResult) -> list[str]:
