@@ -21,6 +21,7 @@ from podium.api import (
     _routes_console,
     _routes_migrations,
     _routes_objects,
+    _routes_profiles,
     _routes_rebalance,
     _routes_traffic,
 )
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(_routes_agent.router)
     app.include_router(_routes_backups.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_backups.agent_router)
+    app.include_router(_routes_profiles.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_console.router)
     app.include_router(_routes_migrations.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_traffic.router)  # before objects' /{kind} catch-alls

@@ -13,7 +13,7 @@ from starlette.types import Send
 
 from podium.api._auth import HTTPError, Principal, TokenAuthenticator, principal_of
 from podium.api._metrics import Metrics
-from podium.model import KINDS, Kind, Manifest
+from podium.model import KIND_NAMES, KINDS, Kind, Manifest
 from podium.state import ClusterState
 
 NDJSON = "application/x-ndjson"
@@ -111,5 +111,5 @@ def parse_kind(kind: str) -> Kind:
     """``hosts``/``host``/``Host`` → :class:`Kind`. Raises 404 for an unknown kind."""
     found = KINDS.get(kind)
     if found is None:
-        raise HTTPError(404, f"unknown kind {kind!r}: expected one of apps, guests, hosts")
+        raise HTTPError(404, f"unknown kind {kind!r}: expected one of {KIND_NAMES}")
     return found

@@ -15,6 +15,7 @@ from podium.cli._hosts import host_app
 from podium.cli._image import image_app
 from podium.cli._lab import lab_app
 from podium.cli._plan import plan
+from podium.cli._profiles import profile_app
 from podium.cli._rebalance import rebalance
 from podium.cli._traffic import traffic
 
@@ -55,6 +56,7 @@ app.command()(plan)
 app.add_typer(guest_app, name="guest")
 app.add_typer(host_app, name="host")
 app.add_typer(backup_app, name="backup")
+app.add_typer(profile_app, name="profile")
 app.add_typer(image_app, name="image")
 app.add_typer(lab_app, name="lab")
 

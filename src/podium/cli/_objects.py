@@ -11,13 +11,13 @@ import typer
 
 from podium.cli._common import ConfigOption, client_for, console, fail, run
 from podium.cli._output import OUTPUTS, render, render_event
-from podium.model import KINDS, Kind, ManifestError, parse_manifest_text
+from podium.model import KIND_NAMES, KINDS, Kind, ManifestError, parse_manifest_text
 
 
 def _kind(name: str) -> Kind:
     kind = KINDS.get(name) or KINDS.get(name.lower())
     if kind is None:
-        fail(f"unknown kind {name!r}: expected one of apps, guests, hosts")
+        fail(f"unknown kind {name!r}: expected one of {KIND_NAMES}")
     return kind
 
 

@@ -31,7 +31,67 @@ def _request(spec: dict[str, Any]) -> str:
     )
 
 
-def _rows(kind: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+Rows = tuple[list[str], list[list[str]]]
+
+
+def _pool_rows(items: list[dict[str, Any]]) -> Rows:
+    header = ["NAME", "TYPE", "RANGE", "SIZE", "USED", "FREE"]
+    rows = [
+        [
+            i["name"],
+            i["spec"].get("type", "-"),
+            i["spec"].get("range", "-"),
+            str(i["status"].get("size", "-")),
+            str(i["status"].get("used", "-")),
+            str(i["status"].get("free", "-")),
+        ]
+        for i in items
+    ]
+    return header, rows
+
+
+def _network_rows(items: list[dict[str, Any]]) -> Rows:
+    header = ["NAME", "VLAN", "SUBNET", "GATEWAY", "IP POOL", "PROFILES"]
+    rows = []
+    for i in items:
+        ident = i["status"].get("identity") or {}
+        rows.append(
+            [
+                i["name"],
+                str(ident.get("vlan") or "-"),
+                ident.get("subnet") or "-",
+                ident.get("gateway") or "-",
+                i["spec"].get("ip_pool") or "-",
+                str(i["status"].get("profiles", 0)),
+            ]
+        )
+    return header, rows
+
+
+def _profile_rows(items: list[dict[str, Any]]) -> Rows:
+    header = ["NAME", "GUEST", "HOST", "MACS", "IPS", "WWPNS"]
+    rows = []
+    for i in items:
+        s = i["status"]
+        ident = s.get("identity") or {}
+        nics = ident.get("nics", [])
+        rows.append(
+            [
+                i["name"],
+                s.get("guest") or "-",
+                s.get("host") or "-",
+                ",".join(n.get("mac", "") for n in nics) or "-",
+                ",".join((n.get("ip") or "-").split("/")[0] for n in nics) or "-",
+                ",".join(h.get("wwpn", "") for h in ident.get("hbas", [])) or "-",
+            ]
+        )
+    return header, rows
+
+
+_IDENTITY_ROWS = {"Pool": _pool_rows, "Network": _network_rows, "Profile": _profile_rows}
+
+
+def _rows(kind: str, items: list[dict[str, Any]]) -> Rows:
     if kind == "Guest":
         header = ["NAME", "STATE", "HOST", "EPOCH", "APP", "REQUEST", "AGE", "MESSAGE"]
         rows = [
@@ -65,6 +125,8 @@ def _rows(kind: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[
                     _age(s.get("since", 0)),
                 ]
             )
+    elif kind in _IDENTITY_ROWS:
+        header, rows = _IDENTITY_ROWS[kind](items)
     else:
         header = ["NAME", "REPLICAS", "RUNNING", "SPREAD", "REQUEST", "PRIORITY"]
         rows = [

@@ -210,6 +210,18 @@ class AsyncPodiumClient:
         body: JSON = await self._http.request("POST", f"/api/v1/hosts/{host}/drain")
         return body
 
+    # -- profiles --------------------------------------------------------------------------
+
+    async def clone_profile(self, name: str, count: int = 1, spread: str | None = None) -> JSON:
+        """Clone profile ``name`` (and the guest wearing it) ``count`` times with fresh
+        addresses from its pools; ``{"source", "profiles", "guests", "revision"}``."""
+        body: JSON = await self._http.request(
+            "POST",
+            f"/api/v1/profiles/{name}/clone",
+            json_body={"count": count, "spread": spread},
+        )
+        return body
+
     # -- backups and console -------------------------------------------------------------
 
     async def create_backup(self, guest: str, mode: str = "auto") -> JSON:

@@ -17,6 +17,9 @@ class Kind(enum.StrEnum):
     HOST = "Host"  # a server running an agent
     APP = "App"  # a group of identical guests with QoS and spread
     GUEST = "Guest"  # one virtual machine
+    POOL = "Pool"  # a range of MACs, WWNs, IPs or VLAN ids that identities come from
+    NETWORK = "Network"  # a VLAN (and ip pool) that profile NICs attach to
+    PROFILE = "Profile"  # a server identity (NICs, HBAs, boot order) a guest wears
 
 
 KINDS: dict[str, Kind] = {
@@ -24,6 +27,7 @@ KINDS: dict[str, Kind] = {
     for kind in Kind
     for alias in (kind.value.lower(), kind.value.lower() + "s", kind.value)
 }
+KIND_NAMES = ", ".join(kind.value.lower() + "s" for kind in Kind)  # for error messages
 
 
 class Spread(enum.StrEnum):

@@ -19,11 +19,18 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from podium.model import _profiles
+from podium.model._profiles import (
+    NetworkSpecModel,
+    PoolSpecModel,
+    ProfileSpecModel,
+)
 from podium.model._qos import (
     TOLERATION_HINT,
     TOLERATION_RE,
@@ -34,9 +41,9 @@ from podium.model._qos import (
 )
 from podium.model._types import AppSpec, GuestSpec, Kind, Resources, Spread
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-NAME_HINT = "lowercase letters, digits and '-', 1-63 characters, starting and ending alphanumeric"
-APPLYABLE = (Kind.APP.value, Kind.GUEST.value)
+NAME_RE = _profiles.NAME_RE
+NAME_HINT = _profiles.NAME_HINT
+APPLYABLE = tuple(k.value for k in (Kind.APP, Kind.GUEST, Kind.POOL, Kind.NETWORK, Kind.PROFILE))
 
 
 class ManifestError(ValueError):
@@ -219,11 +226,53 @@ class GuestSpecModel(_Placed):
     nics: Nics = Field(default_factory=_default_nics)
     disk_gib: DiskGib = 1
     workload: Workload = "idle"
+    profile: str | None = None  # wear this Profile's identity (its NICs, HBAs, boot order)
+    # A group for spread and affinity, as an App's replicas have (profile clones use it);
+    # it grants an App's token nothing: those act only on the guests their App owns.
+    app: str | None = None
+    spread: Spread | None = None  # with app: guests of the group never share this domain
 
     @field_validator("nics")
     @classmethod
     def _nics(cls, nics: list[NicModel]) -> list[NicModel]:
         return _check_nics(nics)
+
+    @field_validator("profile", "app")
+    @classmethod
+    def _named(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid {info.field_name} name: use {NAME_HINT}")
+        return value
+
+    @model_validator(mode="after")
+    def _spread_needs_group(self) -> GuestSpecModel:
+        if self.spread is not None and self.app is None:
+            raise ValueError(
+                "spread keeps the guests of one group apart: give the guest an app (its group) "
+                "too, or leave spread out"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _profile_owns_nics(self) -> GuestSpecModel:
+        if self.profile is not None and "nics" in self.model_fields_set:
+            raise ValueError(
+                f"a Guest with profile {self.profile!r} wears that profile's NICs: leave nics "
+                "out here and declare them in the Profile"
+            )
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """The stored spec: a guest that wears a profile keeps no NICs of its own."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for key in ("app", "spread"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        if self.profile is None:
+            data.pop("profile", None)
+        else:
+            data.pop("nics", None)
+        return data
 
     def to_spec(self) -> GuestSpec:
         return GuestSpec(
@@ -253,6 +302,30 @@ class AppDoc(_Doc):
 class GuestDoc(_Doc):
     kind: Literal["Guest"]
     spec: GuestSpecModel
+
+
+class PoolDoc(_Doc):
+    kind: Literal["Pool"]
+    spec: PoolSpecModel
+
+
+class NetworkDoc(_Doc):
+    kind: Literal["Network"]
+    spec: NetworkSpecModel
+
+
+class ProfileDoc(_Doc):
+    kind: Literal["Profile"]
+    spec: ProfileSpecModel
+
+
+_DOCS: dict[str, type[_Doc]] = {
+    Kind.APP.value: AppDoc,
+    Kind.GUEST.value: GuestDoc,
+    Kind.POOL.value: PoolDoc,
+    Kind.NETWORK.value: NetworkDoc,
+    Kind.PROFILE.value: ProfileDoc,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,18 +362,14 @@ def validate_document(doc: Any, *, source: str = "", document: int = 0) -> Manif
             document=document,
         )
     kind = doc.get("kind")
-    model: type[AppDoc] | type[GuestDoc]
-    if kind == Kind.APP.value:
-        model = AppDoc
-    elif kind == Kind.GUEST.value:
-        model = GuestDoc
-    elif kind is None:
+    model = _DOCS.get(kind) if isinstance(kind, str) else None
+    if kind is None:
         raise ManifestError(
             f"field 'kind' is required: one of {', '.join(APPLYABLE)}",
             source=source,
             document=document,
         )
-    else:
+    if model is None:
         hint = " (hosts join with 'podium agent')" if kind == Kind.HOST.value else ""
         raise ManifestError(
             f"field 'kind': unknown kind {kind!r}; expected one of {', '.join(APPLYABLE)}{hint}",
@@ -311,7 +380,9 @@ def validate_document(doc: Any, *, source: str = "", document: int = 0) -> Manif
         parsed = model.model_validate(doc)
     except ValidationError as err:
         raise ManifestError(_describe(err), source=source, document=document) from err
-    return Manifest(Kind(parsed.kind), parsed.name, parsed.spec.model_dump(mode="json"))
+    spec = parsed.spec  # type: ignore[attr-defined]  # every document model has one
+    stored = spec.stored() if isinstance(spec, GuestSpecModel) else spec.model_dump(mode="json")
+    return Manifest(Kind(kind), parsed.name, stored)
 
 
 def _documents(text: str, source: str) -> Iterator[tuple[int, Any]]:

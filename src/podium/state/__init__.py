@@ -19,6 +19,7 @@ from podium.state._backups import (
     stale_reason,
 )
 from podium.state._binds import BulkBindResult, NewBinding
+from podium.state._clone import ClonePair, ClonePlan, clone_spec, plan_clone
 from podium.state._cluster import (
     ROLES,
     ApplyResult,
@@ -40,6 +41,7 @@ from podium.state._console import CONSOLE_LIMIT, get_console, put_console
 from podium.state._drain import mark_drained, start_drain, stop_for_drain
 from podium.state._ipam import GuestNetwork, assignment_spec
 from podium.state._migrations import MigrationOutcome, Migrations, MigrationState, next_epoch
+from podium.state._pools import Holder, Pool, PoolAllocator, holder_of, next_free
 from podium.state._traffic import PairRate, TrafficMatrix, put_traffic, read_traffic
 
 __all__ = [
@@ -48,20 +50,26 @@ __all__ = [
     "ApplyResult",
     "Assignment",
     "BulkBindResult",
+    "ClonePair",
+    "ClonePlan",
     "ClusterState",
     "Conflict",
     "GuardFailed",
     "GuestNetwork",
+    "Holder",
     "MigrationOutcome",
     "MigrationState",
     "Migrations",
     "NewBinding",
     "NotFound",
     "PairRate",
+    "Pool",
+    "PoolAllocator",
     "StaleEpoch",
     "StateError",
     "TrafficMatrix",
     "assignment_spec",
+    "clone_spec",
     "create_backup",
     "dumps",
     "fail_stale_backups",
@@ -69,12 +77,15 @@ __all__ = [
     "get_console",
     "guest_view",
     "hash_token",
+    "holder_of",
     "host_view",
     "keys",
     "list_backups",
     "loads",
     "mark_drained",
     "next_epoch",
+    "next_free",
+    "plan_clone",
     "put_console",
     "put_traffic",
     "read_traffic",

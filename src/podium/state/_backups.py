@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from podium.model import GuestState, Kind
-from podium.state import _cluster, _ipam, keys
+from podium.state import _cluster, _ipam, _profiles, keys
 from podium.store import Compare, Op, Put
 
 JSON = dict[str, Any]
@@ -323,8 +323,9 @@ async def restore_backup(
 ) -> str:
     """Create Guest ``as_name`` (default: the original) from a completed backup.
 
-    The new guest has the backup's spec with fresh NICs (fixed MACs and IPs dropped)
-    and ``restore_from: {"backup", "path"}``. Returns its name. Raises ``NotFound``,
+    The new guest has the backup's spec with fresh NICs (fixed MACs and IPs dropped),
+    or, if it wore a profile, that profile's identity (refused while another guest wears
+    it), and ``restore_from: {"backup", "path"}``. Returns its name. Raises ``NotFound``,
     or ``Conflict`` if the backup is not completed or the name is taken.
     """
     backup, _ = await _find(state, backup_id)
@@ -334,7 +335,8 @@ async def restore_backup(
         )
     name = as_name or backup["guest"]
     spec = {k: v for k, v in backup["spec"].items() if k not in ("app", "spread", "restore_from")}
-    spec["nics"] = [{} for _ in backup["spec"].get("nics", [{}])]
+    if not spec.get("profile"):
+        spec["nics"] = [{} for _ in backup["spec"].get("nics", [{}])]
     spec["restore_from"] = {"backup": backup_id, "path": backup["path"]}
     key = keys.object_key(Kind.GUEST, name)
     for _ in range(RETRIES):
@@ -343,7 +345,12 @@ async def restore_backup(
         record = state._new_record(Kind.GUEST, name, spec)
         compares: list[Compare] = [Compare(key, "version", "=", 0)]
         ops: list[Op] = []
-        await _ipam.NicAllocator(state.store, state.guest_network).realise(record, compares, ops)
+        if spec.get("profile"):  # it wears its profile's identity again, if no one else does
+            await _profiles.Realiser(state, []).wear(record, compares, ops)
+        else:
+            await _ipam.NicAllocator(state.store, state.guest_network).realise(
+                record, compares, ops
+            )
         ops.append(Put(key, _cluster.dumps(record)))
         result = await state.store.txn(compares, ops)
         if result.succeeded:

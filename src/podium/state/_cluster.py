@@ -25,8 +25,8 @@ from podium.model import (
     Manifest,
     Resources,
 )
-from podium.state import _binds, _ipam, _migrations, keys
-from podium.store import Compare, Delete, KeyValue, Op, Put, Store
+from podium.state import _binds, _ipam, _migrations, _profiles, keys
+from podium.store import Compare, Delete, InvalidRequest, KeyValue, Op, Put, Store
 
 if TYPE_CHECKING:
     from podium.state._ipam import GuestNetwork
@@ -139,14 +139,15 @@ class ClusterState:
 
         A Guest owned by an App cannot be applied directly (change the App).
         """
-        for _ in range(MAX_TXN_RETRIES):
+        for attempt in range(MAX_TXN_RETRIES):
             compares: list[Compare] = []
             ops: list[Op] = []
-            actions: list[tuple[str, str, str]] = []
+            actions: dict[tuple[str, str], str] = {}
             nics = _ipam.NicAllocator(
                 self.store, self.guest_network, reserve=[m.spec for m in manifests]
             )
-            for m in manifests:
+            idents = _profiles.Realiser(self, manifests, attempt=attempt)
+            for m in _profiles.in_order(manifests):
                 key = keys.object_key(m.kind, m.name)
                 current, kv = await self._get_json(key)
                 if current and current.get("owner"):
@@ -156,23 +157,34 @@ class ClusterState:
                     )
                 if kv is None:
                     record = self._new_record(m.kind, m.name, m.spec)
-                    if m.kind is Kind.GUEST:
+                    if m.kind is Kind.GUEST and m.spec.get("profile"):
+                        await idents.wear(record, compares, ops)
+                    elif m.kind is Kind.GUEST:
                         await nics.realise(record, compares, ops)
+                    await idents.realise(record, compares, ops)
                     compares.append(Compare(key, "version", "=", 0))
-                    actions.append((m.kind.value, m.name, "created"))
+                    actions[(m.kind.value, m.name)] = "created"
                 else:
                     compares.append(Compare(key, "mod", "=", kv.mod_revision))
-                    if current["spec"] == m.spec:
-                        actions.append((m.kind.value, m.name, "unchanged"))
+                    if current["spec"] == m.spec and not current.get("deleting"):
+                        idents.note(current)
+                        actions[(m.kind.value, m.name)] = "unchanged"
                         continue
-                    record = {**current, "spec": m.spec}
+                    record = {k: v for k, v in current.items() if k != "deleting"}
+                    record["spec"] = m.spec
                     if m.kind is Kind.GUEST:
+                        _profiles.check_rewear(current, record)
                         await nics.reconfigure(current, record, compares, ops)
-                    actions.append((m.kind.value, m.name, "configured"))
+                    elif m.kind in _profiles.KINDS:
+                        await idents.reconfigure(current, record, compares)
+                    actions[(m.kind.value, m.name)] = "configured"
+                idents.note(record)
                 ops.append(Put(key, dumps(record)))
+            _check_size(len(manifests), compares, ops)
             result = await self.store.txn(compares, ops)
             if result.succeeded:
-                return ApplyResult(tuple(actions), result.revision)
+                order = tuple((m.kind.value, m.name) for m in manifests)
+                return ApplyResult(tuple((*k, actions[k]) for k in order), result.revision)
         raise Conflict("apply: objects kept changing during the apply; try again")
 
     def _new_record(self, kind: Kind, name: str, spec: JSON, owner: str | None = None) -> JSON:
@@ -221,6 +233,8 @@ class ClusterState:
     async def list_objects(self, kind: Kind) -> tuple[list[JSON], int]:
         """API views of every object of a kind, and the revision they were read at."""
         records, revision = await self.list_records(kind)
+        if kind in _profiles.KINDS:
+            return await _profiles.views(self, kind, records), revision
         if kind is Kind.GUEST:
             return await self._guest_views(records), revision
         if kind is Kind.HOST:
@@ -228,6 +242,8 @@ class ClusterState:
         return [await self._view(kind, r) for r in records], revision
 
     async def _view(self, kind: Kind, record: JSON) -> JSON:
+        if kind in _profiles.KINDS:
+            return (await _profiles.views(self, kind, [record]))[0]
         if kind is Kind.GUEST:
             return (await self._guest_views([record]))[0]
         if kind is Kind.HOST:
@@ -295,9 +311,11 @@ class ClusterState:
         """Delete an object and everything keyed by it; return the revision.
 
         Deleting a guest also removes its binding and assignment (its agent stops it).
-        Raises :class:`NotFound`, or :class:`Conflict` for a guest owned by an App;
-        :class:`GuardFailed` if one of ``guard`` (e.g. leadership) fails.
+        Raises :class:`NotFound`, or :class:`Conflict` for a guest owned by an App, or a
+        Pool, Network or Profile in use; :class:`GuardFailed` if one of ``guard`` fails.
         """
+        if kind in _profiles.KINDS:
+            return await _profiles.delete(self, kind, name, guard)
         key = keys.object_key(kind, name)
         record, kv = await self._get_json(key)
         if kv is None:
@@ -682,6 +700,17 @@ def hash_token(token: str) -> str:
 def token_id(token: str) -> str:
     """A short, non-secret handle for a token (for listings and logs)."""
     return hash_token(token)[:12]
+
+
+def _check_size(documents: int, compares: Sequence[Compare], ops: Sequence[Op]) -> None:
+    """Refuse an apply larger than one transaction may be (the API says: split it)."""
+    size = max(len(compares), len(ops))
+    if size > _ipam.MAX_TXN_OPS:
+        raise InvalidRequest(
+            f"{documents} documents need {size} operations in one transaction, more than "
+            f"the store's {_ipam.MAX_TXN_OPS}: split the file into smaller applies (pools "
+            "and networks first, then a few profiles and guests at a time)"
+        )
 
 
 def _extra(assignment: JSON) -> JSON:

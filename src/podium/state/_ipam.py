@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from podium.model import Kind
-from podium.state import _cluster, keys
+from podium.state import _cluster, _pools, keys
 from podium.store import Compare, Delete, Op, Put, Store
 
 JSON = dict[str, Any]
@@ -115,7 +115,11 @@ def _address(text: str, what: str) -> IPAddress:
 
 
 def _holder(raw: bytes) -> str:
-    return str(_cluster.loads(raw).get("guest", "?"))
+    """``guest 'a'``, or ``Profile 'web' (nic 0)`` for a profile's address."""
+    value = _cluster.loads(raw)
+    if "guest" in value:
+        return f"guest {value['guest']!r}"
+    return _pools.holder_of(value)
 
 
 class NicAllocator:
@@ -208,7 +212,7 @@ class NicAllocator:
                 holder = _holder(kv.value) if kv is not None else None
             if holder is not None:
                 raise _cluster.Conflict(
-                    f"MAC {fixed} is held by guest {holder!r}: choose another MAC for {guest!r}"
+                    f"MAC {fixed} is held by {holder}: choose another MAC for {guest!r}"
                 )
             self._macs[fixed] = guest
             return fixed
@@ -241,7 +245,7 @@ class NicAllocator:
                 holder = _holder(kv.value) if kv is not None else None
             if holder is not None:
                 raise _cluster.Conflict(
-                    f"IP {addr} is held by guest {holder!r}: choose another IP for {guest!r}"
+                    f"IP {addr} is held by {holder}: choose another IP for {guest!r}"
                 )
             self._ips[addr] = guest
             if "/" in fixed:
@@ -288,7 +292,14 @@ def _nics(spec: JSON) -> list[JSON]:
 
 
 def release_ops(record: JSON) -> list[Op]:
-    """Deletes of the guest's index keys (in the same transaction as the record's)."""
+    """Deletes of the guest's index keys (in the same transaction as the record's).
+
+    A guest that wears a profile releases only the profile (its addresses stay the
+    profile's, for the next guest that wears it).
+    """
+    profile = record["spec"].get("profile")
+    if profile:
+        return [Delete(keys.profile_use_key(profile))]
     ops: list[Op] = []
     for nic in record.get("nics", []):
         ops.append(Delete(keys.mac_key(nic["mac"])))
@@ -298,11 +309,16 @@ def release_ops(record: JSON) -> list[Op]:
 
 
 def assignment_spec(record: JSON) -> JSON:
-    """The spec an agent gets: the guest's spec with its *realised* NICs."""
+    """The spec an agent gets: the guest's spec with its *realised* NICs.
+
+    A guest that wears a profile also gets the profile's HBAs (with their LUNs) and
+    boot order; its NICs carry their ``network`` and ``vlan``.
+    """
     spec: JSON = record["spec"]
     if "nics" not in record:
         return spec
-    return {**spec, "nics": record["nics"]}
+    extra: JSON = {k: record[k] for k in ("hbas", "boot") if k in record}
+    return {**spec, "nics": record["nics"], **extra}
 
 
 async def create_owned_guests(

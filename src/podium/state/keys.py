@@ -5,6 +5,9 @@
     /podium/objects/App/<name>            App spec (written by the API)
     /podium/objects/Guest/<name>          Guest spec, uid, owner (API or app controller)
     /podium/objects/Host/<name>           Host spec: capacity, labels, cordoned (agent, operator)
+    /podium/objects/Pool/<name>           Pool spec: type, range (subnet, gateway, reserved)
+    /podium/objects/Network/<name>        Network spec and identity {vlan, subnet, gateway}
+    /podium/objects/Profile/<name>        Profile spec and its realised identity
     /podium/hoststatus/<host>             Host status: state, lease, driver (server)
     /podium/hostlive/<host>               present while the host lease lives (attached to it)
     /podium/hostbeat/<host>               {at, lease}: server time of the last renewal (on lease)
@@ -15,8 +18,11 @@
     /podium/tokens/<sha256(token)>        bearer tokens: role and scope
     /podium/hosttokens/<host>/<sha256>    index: the agent tokens minted for a host
     /podium/leader                        controller leadership (attached to the leader's lease)
-    /podium/ipam/mac/<mac>                {guest, uid}: who holds a NIC's MAC (unique index)
+    /podium/ipam/mac/<mac>                {guest, uid} or {profile, uid, what}: a MAC's holder
     /podium/ipam/ip/<addr>                {guest, uid}: who holds a NIC's IP (unique index)
+    /podium/ipam/wwn/<wwn>                {profile, uid, what}: who holds a WWN (unique index)
+    /podium/pools/<pool>/<value>          {holder: "Profile/db", uid, what}: one per allocation
+    /podium/profileuse/<profile>          {guest, uid}: the one guest that wears the profile
     /podium/backups/<guest>/<id>          a backup of a guest: state, path, spec at backup time
     /podium/console/<guest>               {host, text, updated}: serial console tail (agent)
     /podium/migrations/<guest>            the guest's latest live migration: state, hosts, epochs
@@ -41,6 +47,9 @@ HOST_TOKENS = ROOT + "hosttokens/"
 LEADER = ROOT + "leader"
 IPAM_MAC = ROOT + "ipam/mac/"
 IPAM_IP = ROOT + "ipam/ip/"
+IPAM_WWN = ROOT + "ipam/wwn/"
+POOLS = ROOT + "pools/"
+PROFILE_USE = ROOT + "profileuse/"
 BACKUPS = ROOT + "backups/"
 CONSOLE = ROOT + "console/"
 MIGRATIONS = ROOT + "migrations/"
@@ -99,6 +108,22 @@ def ip_key(addr: str) -> str:
     return IPAM_IP + addr
 
 
+def wwn_key(wwn: str) -> str:
+    return IPAM_WWN + wwn
+
+
+def pool_prefix(pool: str) -> str:
+    return f"{POOLS}{pool}/"
+
+
+def pool_key(pool: str, value: str) -> str:
+    return f"{POOLS}{pool}/{value}"
+
+
+def profile_use_key(profile: str) -> str:
+    return PROFILE_USE + profile
+
+
 def backup_prefix(guest: str) -> str:
     return f"{BACKUPS}{guest}/"
 
@@ -130,7 +155,9 @@ def object_of_key(key: str) -> tuple[Kind, str] | None:
         (HOST_STATUS, Kind.HOST),
         (HOST_LIVE, Kind.HOST),
         (MIGRATIONS, Kind.GUEST),  # the guest view shows status.migration
+        (PROFILE_USE, Kind.PROFILE),  # the profile view shows the guest wearing it
+        (POOLS, Kind.POOL),  # the pool view shows how many values are used
     ):
         if key.startswith(prefix):
-            return kind, key[len(prefix) :]
+            return kind, key[len(prefix) :].partition("/")[0]
     return None

@@ -19,13 +19,12 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.lab.conftest import PODIUM, LeakGuard, netns_run, new_guard, require_netns
+from tests.integration.lab.conftest import netns_run, new_guard, require_netns
+from tests.integration.lab.qemu_lab import Lab
 from tests.support.components import missing_component
 from tests.support.guest_shell import guest_run
 from tests.support.qemu_procs import DoubleRunSampler, qemu_processes
@@ -53,47 +52,6 @@ kind: Guest
 name: writer
 spec: {request: {cpu: 1, memory_mib: 128}, workload: disk-writer}
 """
-
-
-@dataclass
-class Lab:
-    guard: LeakGuard
-    env: dict[str, str]
-    fabric_ns: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def podium(self, *args: str, stdin: str | None = None, timeout: float = 300):
-        return subprocess.run([*PODIUM, *args], capture_output=True, text=True, env=self.env,
-                              input=stdin, timeout=timeout, check=False)  # fmt: skip
-
-    def ok(self, *args: str, stdin: str | None = None, timeout: float = 300) -> str:
-        done = self.podium(*args, stdin=stdin, timeout=timeout)
-        assert done.returncode == 0, f"podium {' '.join(args)}: {done.stderr}"
-        return done.stdout
-
-    def guests(self) -> dict[str, dict[str, Any]]:
-        items = json.loads(self.ok("get", "guests", "-o", "json"))["items"]
-        return {g["name"]: g for g in items}
-
-    def wait_running(self, names: set[str], timeout: float = 180) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        guests: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            guests = self.guests()
-            states = {n: guests[n]["status"]["state"] for n in names if n in guests}
-            if len(states) == len(names) and set(states.values()) == {"running"}:
-                return guests
-            failed = {n: guests[n]["status"] for n, s in states.items() if s == "failed"}
-            assert not failed, failed
-            time.sleep(1)
-        raise AssertionError(f"not all running after {timeout} s: {guests}")
-
-    def folder(self, guest: dict[str, Any]) -> Path:
-        """The state folder of the guest's running QEMU (its working directory)."""
-        procs = [p for p in qemu_processes(guest["status"]["uuid"]) if not p.incoming]
-        procs = procs or qemu_processes(guest["status"]["uuid"])
-        assert len(procs) == 1, procs
-        return procs[0].cwd
 
 
 def _ip(guest: dict[str, Any]) -> str:

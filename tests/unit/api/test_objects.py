@@ -80,7 +80,9 @@ async def test_kind_aliases(admin: httpx.AsyncClient, kind: str) -> None:
 
 async def test_unknown_kind_and_missing_object(admin: httpx.AsyncClient) -> None:
     message = assert_one_line_error(await admin.get("/api/v1/foo"), 404)
-    assert message == "unknown kind 'foo': expected one of apps, guests, hosts"
+    assert message == (
+        "unknown kind 'foo': expected one of hosts, apps, guests, pools, networks, profiles"
+    )
     assert_one_line_error(await admin.get("/api/v1/foo/x"), 404, "unknown kind 'foo'")
     assert assert_one_line_error(await admin.get("/api/v1/guests/x"), 404) == "Guest 'x' not found"
     assert_one_line_error(await admin.delete("/api/v1/apps/x"), 404, "App 'x' not found")

@@ -1,0 +1,320 @@
+"""Pools: values handed out from ranges, each held by exactly one holder.
+
+::
+
+    PoolAllocator (one per transaction attempt; reads, never writes)
+      take(pool, holder)          lowest free value (or a random free one near it, after a
+                                  lost race); MACs and WWNs also free in the global index
+      claim(pool | type, value)   a fixed (imported) value: Conflict naming its holder
+        -> Compare(/podium/pools/<pool>/<value>, version = 0) + Put({holder, uid, what})
+           Compare(/podium/ipam/{mac,wwn}/<value>, version = 0) + Put({profile, uid, what})
+
+Vocabulary: a *holder* is the object that holds a value ("Profile/db", what "nic 0
+mac"); the *index* keys make MACs and WWNs unique cluster-wide, across pools and guests.
+Values are numbers inside the allocator and canonical text in keys
+(:func:`podium.model.format_value`). A caller that loses its commit makes a new allocator
+(with a larger ``spread``) and tries again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from podium.model import PoolSpecModel, PoolType, format_value, parse_value
+from podium.state import _cluster, keys
+from podium.store import Compare, Op, Put, Store
+
+JSON = dict[str, Any]
+MAX_INDEX_SKIPS = 256  # pool values found held in the index (by guests, other pools) per take
+LABELS = {
+    PoolType.MAC: "MAC",
+    PoolType.WWN: "WWN",
+    PoolType.IPV4: "IP",
+    PoolType.IPV6: "IP",
+    PoolType.VLAN: "VLAN",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A pool as the allocator uses it: its range as numbers, values never handed out."""
+
+    name: str
+    type: PoolType
+    first: int
+    last: int
+    excluded: frozenset[int] = frozenset()
+    subnet: str | None = None
+    gateway: str | None = None
+
+    @classmethod
+    def of(cls, name: str, spec: JSON) -> Pool:
+        """From a stored (already validated) spec."""
+        model = PoolSpecModel.model_validate(spec)
+        first, last = model.bounds()
+        excluded = frozenset(n for n in model.excluded() if first <= n <= last)
+        return cls(name, model.type, first, last, excluded, model.subnet, model.gateway)
+
+    @property
+    def size(self) -> int:
+        """How many values the pool can hand out."""
+        return self.last - self.first + 1 - len(self.excluded)
+
+    @property
+    def prefix(self) -> int | None:
+        """The subnet's prefix length (IP pools)."""
+        return int(self.subnet.split("/")[1]) if self.subnet else None
+
+    def text(self, value: int) -> str:
+        return format_value(self.type, value)
+
+    def check_member(self, value: int, holder: Holder) -> None:
+        """Refuse a fixed value this pool cannot hold. Raises :class:`Conflict`."""
+        label = LABELS[self.type]
+        where = f"{label} {self.text(value)} of {holder.describe()}"
+        if not self.first <= value <= self.last:
+            raise _cluster.Conflict(
+                f"{where} is outside Pool {self.name!r} ({self.text(self.first)}-"
+                f"{self.text(self.last)}): choose an address inside it, or drop the pool "
+                "to import it unpooled"
+            )
+        if value in self.excluded:
+            raise _cluster.Conflict(
+                f"{where} is the gateway or a reserved address of Pool {self.name!r}: "
+                "choose another"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a value: ``Profile/db`` (uid) for ``nic 0 mac``."""
+
+    kind: str
+    name: str
+    uid: str
+    what: str
+
+    def pool_value(self) -> bytes:
+        holder = f"{self.kind}/{self.name}"
+        return _cluster.dumps({"holder": holder, "uid": self.uid, "what": self.what})
+
+    def index_value(self) -> bytes:
+        return _cluster.dumps({self.kind.lower(): self.name, "uid": self.uid, "what": self.what})
+
+    def describe(self) -> str:
+        return _describe(self.kind, self.name, self.what)
+
+
+def _describe(kind: str, name: str, what: str) -> str:
+    part = what.removesuffix(" mac")
+    return f"{kind} {name!r}" + (f" ({part})" if part else "")
+
+
+def holder_of(value: JSON) -> str:
+    """``Profile 'web' (nic 0)`` or ``Guest 'x'``: who holds a pool or index key's value."""
+    if "holder" in value:
+        kind, _, name = str(value["holder"]).partition("/")
+        return _describe(kind, name, str(value.get("what", "")))
+    for kind in ("profile", "network", "guest"):
+        if kind in value:
+            return _describe(kind.capitalize(), str(value[kind]), str(value.get("what", "")))
+    return "another object"
+
+
+def index_key(kind: PoolType, text: str) -> str | None:
+    """The cluster-wide index key of a MAC or WWN (``None``: IPs and VLANs have none)."""
+    if kind is PoolType.MAC:
+        return keys.mac_key(text)
+    if kind is PoolType.WWN:
+        return keys.wwn_key(text)
+    return None
+
+
+def next_free(first: int, last: int, taken: set[int] | frozenset[int], start: int) -> int | None:
+    """The lowest value in ``max(start, first)..last`` not in ``taken`` (``None``: none).
+
+    Bounded by ``len(taken) + 1`` steps: each step past the first skips a taken value,
+    so a nearly empty 16M-value pool costs one step, not a scan.
+    """
+    n = max(start, first)
+    for _ in range(len(taken) + 1):
+        if n > last:
+            return None
+        if n not in taken:
+            return n
+        n += 1
+    return None
+
+
+class PoolAllocator:
+    """Takes and claims pool values for the objects of one transaction (one per attempt).
+
+    Reads pool and index keys, never writes: the caller commits the compares and puts
+    this appends. ``spread`` 0 takes the lowest free values; after a lost race the
+    caller passes a larger one, and the first take from each pool starts at a random
+    free value among the lowest ``spread``, so racing appliers stop choosing the same.
+    ``fixed``: values some object of the transaction asks for by name, never taken.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        spread: int = 0,
+        fixed: Iterable[tuple[PoolType, int]] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._spread = spread
+        self._rng = rng or random.Random()
+        self._fixed: set[tuple[PoolType, int]] = set(fixed)
+        self._used: dict[str, set[int]] = {}  # per pool: held in the store or taken here
+        self._cursor: dict[str, int] = {}
+        self._here: dict[tuple[PoolType, int], Holder] = {}  # taken in this transaction
+
+    async def used(self, pool: Pool) -> set[int]:
+        """The values of ``pool`` held in the store (read once), plus those taken here."""
+        if pool.name not in self._used:
+            prefix = keys.pool_prefix(pool.name)
+            res = await self._store.range(prefix)
+            used: set[int] = set()
+            for kv in res.kvs:
+                try:
+                    used.add(parse_value(pool.type, kv.key[len(prefix) :]))
+                except ValueError:
+                    continue  # not a value of this pool's type: ignore, never hand out
+            self._used[pool.name] = used
+        return self._used[pool.name]
+
+    async def take(self, pool: Pool, holder: Holder, compares: list[Compare], ops: list[Op]) -> str:
+        """A free value of ``pool`` for ``holder``; its keys are added to the lists.
+
+        Raises :class:`~podium.state.Conflict` when the pool is exhausted.
+        """
+        used = await self.used(pool)
+        cursor = self._cursor.get(pool.name)
+        if cursor is None:
+            cursor = await self._start(pool, used)
+        blocked = self._blocked(pool, used)
+        skips = 0
+        for _ in range(pool.size + MAX_INDEX_SKIPS + 2):  # each round takes or blocks a value
+            value = next_free(pool.first, pool.last, blocked, cursor)
+            if value is None and cursor > pool.first:
+                cursor = pool.first  # wrapped: a random start may have skipped free values
+                continue
+            if value is None:
+                raise _cluster.Conflict(
+                    f"Pool {pool.name!r} is exhausted ({pool.size:,} values, "
+                    f"{len(used):,} in use) while allocating for {holder.describe()}: widen "
+                    "its range, add a pool, or delete profiles that use it"
+                )
+            text = pool.text(value)
+            index = index_key(pool.type, text)
+            if index is not None and await self._store.get(index) is not None:
+                used.add(value)
+                blocked.add(value)
+                # held in this pool since we read it (a race), or outside it: a guest's MAC,
+                # an overlapping pool. Only the latter counts against the pool's range.
+                if await self._store.get(keys.pool_key(pool.name, text)) is None:
+                    skips += 1
+                    if skips > MAX_INDEX_SKIPS:
+                        break
+                continue
+            self._cursor[pool.name] = value + 1
+            self._hold(pool, value, holder, compares, ops)
+            return text
+        raise _cluster.Conflict(
+            f"Pool {pool.name!r}: {MAX_INDEX_SKIPS} of its free values are held by others "
+            "(guests or overlapping pools): give it a range nobody else uses"
+        )
+
+    async def claim(
+        self,
+        where: Pool | PoolType,
+        text: str,
+        holder: Holder,
+        compares: list[Compare],
+        ops: list[Op],
+    ) -> str:
+        """Hold a fixed (imported) value, in ``where`` if a pool. Returns its canonical text.
+
+        Raises :class:`~podium.state.Conflict` naming the holder if the value is taken,
+        or if it lies outside the pool.
+        """
+        pool = where if isinstance(where, Pool) else None
+        kind = where.type if isinstance(where, Pool) else where
+        value = parse_value(kind, text) if kind is not PoolType.MAC else _mac_number(text)
+        canon = format_value(kind, value)
+        if pool is not None:
+            pool.check_member(value, holder)
+        taken_by = self._here.get((kind, value))
+        owner = (
+            taken_by.describe() if taken_by is not None else await self._holder(pool, kind, canon)
+        )
+        if owner is not None:
+            raise _cluster.Conflict(
+                f"{LABELS[kind]} {canon} is held by {owner}: choose another for "
+                f"{holder.describe()}, or delete its holder first"
+            )
+        if pool is not None:
+            (await self.used(pool)).add(value)
+            self._hold(pool, value, holder, compares, ops)
+        else:
+            self._index(kind, canon, holder, compares, ops)
+            self._here[(kind, value)] = holder
+        return canon
+
+    async def _holder(self, pool: Pool | None, kind: PoolType, text: str) -> str | None:
+        keys_to_check = [k for k in (index_key(kind, text),) if k is not None]
+        if pool is not None:
+            keys_to_check.append(keys.pool_key(pool.name, text))
+        for key in keys_to_check:
+            kv = await self._store.get(key)
+            if kv is not None:
+                return holder_of(_cluster.loads(kv.value))
+        return None
+
+    async def _start(self, pool: Pool, used: set[int]) -> int:
+        """Where the first take from ``pool`` starts: the lowest free, or a random free one."""
+        if self._spread <= 0:
+            return pool.first
+        blocked = self._blocked(pool, used)
+        n = pool.first
+        for _ in range(self._rng.randrange(self._spread)):  # bounded by spread
+            found = next_free(pool.first, pool.last, blocked, n)
+            if found is None:
+                return pool.first
+            n = found + 1
+        return n
+
+    def _blocked(self, pool: Pool, used: set[int]) -> set[int]:
+        fixed = {v for t, v in self._fixed if t is pool.type and pool.first <= v <= pool.last}
+        return used | pool.excluded | fixed
+
+    def _hold(
+        self, pool: Pool, value: int, holder: Holder, compares: list[Compare], ops: list[Op]
+    ) -> None:
+        text = pool.text(value)
+        self._used.setdefault(pool.name, set()).add(value)
+        self._here[(pool.type, value)] = holder
+        key = keys.pool_key(pool.name, text)
+        compares.append(Compare(key, "version", "=", 0))
+        ops.append(Put(key, holder.pool_value()))
+        self._index(pool.type, text, holder, compares, ops)
+
+    @staticmethod
+    def _index(
+        kind: PoolType, text: str, holder: Holder, compares: list[Compare], ops: list[Op]
+    ) -> None:
+        index = index_key(kind, text)
+        if index is not None:
+            compares.append(Compare(index, "version", "=", 0))
+            ops.append(Put(index, holder.index_value()))
+
+
+def _mac_number(text: str) -> int:
+    """A fixed MAC may be universally administered (imported hardware): parse it as such."""
+    return int(text.replace(":", ""), 16)

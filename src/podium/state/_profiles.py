@@ -1,0 +1,400 @@
+"""Pools, Networks and Profiles in the store: identities realised in the apply's transaction.
+
+::
+
+    ClusterState.apply(manifests)      (Pools, then Networks, Profiles, then the rest)
+      Network  ──> identity {vlan (fixed | from vlan_pool), subnet, gateway, ip_pool?}
+      Profile  ──> identity {nics [{network, vlan, mac, ip, gw}], hbas [{wwpn, wwnn,
+                   luns [{lun, volume, wwn, serial, size_gib}]}], boot}; record["holds"]
+      Guest(profile) ──> record nics/hbas/boot = the profile's identity
+                         Compare(/podium/profileuse/<profile>, version = 0) + Put({guest, uid})
+    delete: Profile releases every key it holds; Pool and Network are marked ``deleting``
+            first, so an apply that read them before fails its compare and one after sees
+            the mark, then their users are counted (none: deleted; else: unmarked, refused)
+
+Vocabulary: a *reference* is a name another object of the kind must answer to (a
+Network's ``ip_pool``, a NIC's ``network``); every reference read from the store adds
+a compare on its mod revision, so a delete racing the apply fails one of them. *holds*:
+the pool and index keys a record holds, deleted with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from podium.model import Kind, Manifest, PoolType, lun_serial, parse_value
+from podium.state import _cluster, _pools, keys
+from podium.state._pools import Holder, Pool, PoolAllocator
+from podium.store import Compare, Delete, Op, Put
+
+JSON = dict[str, Any]
+KINDS = (Kind.POOL, Kind.NETWORK, Kind.PROFILE)
+_ORDER = {Kind.POOL: 0, Kind.NETWORK: 1, Kind.PROFILE: 2}
+MAX_SPREAD = 4096
+
+
+def in_order(manifests: Sequence[Manifest]) -> list[Manifest]:
+    """Pools, then Networks, then Profiles, then everything else (stable otherwise)."""
+    return sorted(manifests, key=lambda m: _ORDER.get(m.kind, 3))
+
+
+def _fixed(manifests: Sequence[Manifest]) -> list[tuple[PoolType, int]]:
+    out: list[tuple[PoolType, int]] = []
+    for m in manifests:
+        if m.kind is not Kind.PROFILE:
+            continue
+        for nic in m.spec.get("nics", []):
+            if nic.get("mac"):
+                out.append((PoolType.MAC, int(nic["mac"].replace(":", ""), 16)))
+            if nic.get("ip"):
+                kind = PoolType.IPV6 if ":" in nic["ip"] else PoolType.IPV4
+                out.append((kind, parse_value(kind, nic["ip"])))
+        for hba in m.spec.get("hbas", []):
+            wwns = [hba[w] for w in ("wwpn", "wwnn") if hba.get(w)]
+            out += [(PoolType.WWN, parse_value(PoolType.WWN, w)) for w in wwns]
+    return out
+
+
+class Realiser:
+    """Realises the Networks, Profiles and profile-wearing Guests of one apply attempt."""
+
+    def __init__(
+        self, state: _cluster.ClusterState, manifests: Sequence[Manifest], *, attempt: int = 0
+    ) -> None:
+        self._state = state
+        spread = 0 if attempt == 0 else min(MAX_SPREAD, 8 << attempt)
+        self.alloc = PoolAllocator(state.store, spread=spread, fixed=_fixed(manifests))
+        self._here: dict[tuple[Kind, str], JSON] = {}  # records this apply writes or keeps
+        self._compared: set[str] = set()
+        self._worn: dict[str, str] = {}  # profile -> guest, in this apply
+
+    def note(self, record: JSON) -> None:
+        """``record`` is written (or kept, already compared) by this apply."""
+        key = keys.object_key(Kind(record["kind"]), record["name"])
+        self._here[(Kind(record["kind"]), record["name"])] = record
+        self._compared.add(key)
+
+    async def _ref(self, kind: Kind, name: str, by: str, compares: list[Compare]) -> JSON:
+        if (kind, name) in self._here:
+            return self._here[(kind, name)]
+        key = keys.object_key(kind, name)
+        kv = await self._state.store.get(key)
+        if kv is None:
+            raise _cluster.Conflict(
+                f"{by} names {kind.value} {name!r}, which does not exist: "
+                f"apply the {kind.value} first (or in the same file)"
+            )
+        record: JSON = _cluster.loads(kv.value)
+        if record.get("deleting"):
+            raise _cluster.Conflict(f"{by} names {kind.value} {name!r}, which is being deleted")
+        if key not in self._compared:
+            compares.append(Compare(key, "mod", "=", kv.mod_revision))
+            self._compared.add(key)
+        self._here[(kind, name)] = record
+        return record
+
+    async def _pool(
+        self, name: str, types: Sequence[PoolType], by: str, compares: list[Compare]
+    ) -> Pool:
+        record = await self._ref(Kind.POOL, name, by, compares)
+        pool = Pool.of(name, record["spec"])
+        if pool.type not in types:
+            want = " or ".join(t.value for t in types)
+            raise _cluster.Conflict(
+                f"{by} names Pool {name!r} of type {pool.type.value}; it needs a {want} pool"
+            )
+        return pool
+
+    async def realise(self, record: JSON, compares: list[Compare], ops: list[Op]) -> None:
+        """Set a new Network's or Profile's ``identity`` and ``holds`` (Pools have none)."""
+        kind = Kind(record["kind"])
+        if kind is Kind.NETWORK:
+            await self._network(record, compares, ops)
+        elif kind is Kind.PROFILE:
+            await self._profile(record, compares, ops)
+
+    async def _network(self, record: JSON, compares: list[Compare], ops: list[Op]) -> None:
+        spec, name = record["spec"], record["name"]
+        by = f"Network {name!r}"
+        identity: JSON = {"vlan": spec.get("vlan"), "subnet": None, "gateway": None}
+        start = len(ops)
+        if spec.get("vlan_pool"):
+            pool = await self._pool(spec["vlan_pool"], [PoolType.VLAN], by, compares)
+            holder = Holder("Network", name, record["uid"], "vlan")
+            identity["vlan"] = int(await self.alloc.take(pool, holder, compares, ops))
+            identity["vlan_pool"] = pool.name
+        if spec.get("ip_pool"):
+            ipool = await self._pool(spec["ip_pool"], [PoolType.IPV4, PoolType.IPV6], by, compares)
+            identity.update(subnet=ipool.subnet, gateway=ipool.gateway, ip_pool=ipool.name)
+        record["identity"] = identity
+        record["holds"] = _keys_put(ops[start:])
+
+    async def _profile(self, record: JSON, compares: list[Compare], ops: list[Op]) -> None:
+        spec, name, uid = record["spec"], record["name"], record["uid"]
+        start = len(ops)
+        nics: list[JSON] = []
+        for i, nic in enumerate(spec.get("nics", [])):
+            by = f"Profile {name!r} nics[{i}]"
+            net = await self._ref(Kind.NETWORK, nic["network"], by, compares)
+            mac_pool = nic.get("mac_pool")
+            pool = await self._pool(mac_pool, [PoolType.MAC], by, compares) if mac_pool else None
+            holder = Holder("Profile", name, uid, f"nic {i} mac")
+            if nic.get("mac"):
+                mac = await self.alloc.claim(
+                    pool or PoolType.MAC, nic["mac"], holder, compares, ops
+                )
+            else:
+                assert pool is not None  # the manifest needs mac or mac_pool
+                mac = await self.alloc.take(pool, holder, compares, ops)
+            holder = Holder("Profile", name, uid, f"nic {i} ip")
+            ip, gw = await self._nic_ip(net, nic, holder, compares, ops, by=by)
+            vlan = net["identity"]["vlan"]
+            nics.append({"network": nic["network"], "vlan": vlan, "mac": mac, "ip": ip, "gw": gw})
+        hbas: list[JSON] = []
+        for j, hba in enumerate(spec.get("hbas", [])):
+            by = f"Profile {name!r} hbas[{j}]"
+            wpool = None
+            if hba.get("wwn_pool"):
+                wpool = await self._pool(hba["wwn_pool"], [PoolType.WWN], by, compares)
+            names: JSON = {}
+            for part in ("wwpn", "wwnn"):
+                holder = Holder("Profile", name, uid, f"hba {j} {part}")
+                if hba.get(part):
+                    names[part] = await self.alloc.claim(
+                        wpool or PoolType.WWN, hba[part], holder, compares, ops
+                    )
+                else:
+                    assert wpool is not None  # the manifest needs wwn_pool or both names
+                    names[part] = await self.alloc.take(wpool, holder, compares, ops)
+            luns: list[JSON] = []
+            for k, lun in enumerate(hba.get("luns", [])):
+                assert wpool is not None  # the manifest needs wwn_pool for LUNs
+                holder = Holder("Profile", name, uid, f"hba {j} lun {k}")
+                wwn = await self.alloc.take(wpool, holder, compares, ops)
+                luns.append(
+                    {
+                        "lun": k,
+                        "volume": f"{name}/{lun['volume']}",
+                        "wwn": wwn,
+                        "serial": lun_serial(name, lun["volume"]),
+                        "size_gib": lun["size_gib"],
+                    }
+                )
+            hbas.append({**names, "luns": luns})
+        record["identity"] = {"nics": nics, "hbas": hbas, "boot": list(spec.get("boot", ["disk"]))}
+        record["holds"] = _keys_put(ops[start:])
+
+    async def _nic_ip(
+        self,
+        net: JSON,
+        nic: JSON,
+        holder: Holder,
+        compares: list[Compare],
+        ops: list[Op],
+        *,
+        by: str,
+    ) -> tuple[str | None, str | None]:
+        pool_name = net["identity"].get("ip_pool")
+        if not pool_name:
+            if nic.get("ip"):
+                raise _cluster.Conflict(
+                    f"{by}: Network {nic['network']!r} has no ip_pool, so ip {nic['ip']} "
+                    "cannot be tracked: give the Network an ip_pool, or leave ip out"
+                )
+            return None, None
+        pool = await self._pool(pool_name, [PoolType.IPV4, PoolType.IPV6], by, compares)
+        if nic.get("ip"):
+            addr = await self.alloc.claim(pool, nic["ip"], holder, compares, ops)
+        else:
+            addr = await self.alloc.take(pool, holder, compares, ops)
+        return f"{addr}/{pool.prefix}", pool.gateway
+
+    async def reconfigure(self, current: JSON, record: JSON, compares: list[Compare]) -> None:
+        """A changed spec of an existing Pool, Network or Profile: what may change, changes.
+
+        Raises :class:`~podium.state.Conflict` for a change to a realised identity.
+        """
+        kind, name, old, new = Kind(record["kind"]), record["name"], current["spec"], record["spec"]
+        if old == new:
+            return  # only a delete's mark is cleared
+        if kind is Kind.POOL:
+            await self._repool(name, old, new)
+        elif kind is Kind.NETWORK:
+            raise _cluster.Conflict(
+                f"Network {name!r} is realised (VLAN {current['identity']['vlan']}): its vlan, "
+                "vlan_pool and ip_pool cannot change; delete it (and the profiles on it) and "
+                "apply it again"
+            )
+        elif kind is Kind.PROFILE:
+            for part in ("nics", "hbas"):
+                if old.get(part, []) != new.get(part, []):
+                    raise _cluster.Conflict(
+                        f"Profile {name!r} is realised: its {part} cannot change in place; "
+                        "delete the profile and apply it again, or clone it"
+                    )
+            use = await self._state.store.get(keys.profile_use_key(name))
+            if old.get("boot") != new.get("boot") and use is not None:
+                raise _cluster.Conflict(
+                    f"Profile {name!r} is worn by Guest "
+                    f"{_cluster.loads(use.value)['guest']!r}: change its boot order while no "
+                    "guest wears it"
+                )
+            record["identity"] = {**current["identity"], "boot": list(new.get("boot", ["disk"]))}
+
+    async def _repool(self, name: str, old: JSON, new: JSON) -> None:
+        for part in ("type", "subnet", "gateway"):
+            if old.get(part) != new.get(part):
+                raise _cluster.Conflict(
+                    f"Pool {name!r}: {part} cannot change ({old.get(part)} -> "
+                    f"{new.get(part)}); create a new pool instead"
+                )
+        pool = Pool.of(name, new)
+        for value in sorted(await self.alloc.used(Pool.of(name, old))):
+            if not pool.first <= value <= pool.last or value in pool.excluded:
+                raise _cluster.Conflict(
+                    f"Pool {name!r}: {pool.text(value)} is allocated and would fall outside "
+                    "the new range (or be reserved): keep it inside, or release it first"
+                )
+
+    async def wear(self, record: JSON, compares: list[Compare], ops: list[Op]) -> None:
+        """A new guest wears its spec's profile: copy the identity, take the profileuse key."""
+        name, profile = record["name"], record["spec"]["profile"]
+        prof = await self._ref(Kind.PROFILE, profile, f"Guest {name!r}", compares)
+        key = keys.profile_use_key(profile)
+        user = self._worn.get(profile)
+        if user is None:
+            kv = await self._state.store.get(key)
+            user = str(_cluster.loads(kv.value)["guest"]) if kv is not None else None
+        if user is not None:
+            raise _cluster.Conflict(
+                f"Profile {profile!r} is used by Guest {user!r}: a profile serves one guest; "
+                f"delete that guest first, or clone the profile for {name!r}"
+            )
+        self._worn[profile] = name
+        compares.append(Compare(key, "version", "=", 0))
+        ops.append(Put(key, _cluster.dumps({"guest": name, "uid": record["uid"]})))
+        identity = prof["identity"]
+        record.update(nics=identity["nics"], hbas=identity["hbas"], boot=identity["boot"])
+
+
+def check_rewear(current: JSON, record: JSON) -> None:
+    """An existing guest keeps the profile it was created with (409 otherwise)."""
+    old, new = current["spec"].get("profile"), record["spec"].get("profile")
+    if old != new:
+        raise _cluster.Conflict(
+            f"Guest {record['name']!r}: its profile cannot change ({old} -> {new}); "
+            "delete the guest and apply it again"
+        )
+
+
+def _keys_put(ops: Sequence[Op]) -> list[str]:
+    return [op.key for op in ops if isinstance(op, Put)]
+
+
+# -- deletes -----------------------------------------------------------------------------
+
+
+async def delete(
+    state: _cluster.ClusterState, kind: Kind, name: str, guard: Sequence[Compare]
+) -> int:
+    """Delete a Pool, Network or Profile that nothing uses; release what it holds.
+
+    Raises :class:`~podium.state.NotFound`, or :class:`~podium.state.Conflict` naming
+    a user and the fix.
+    """
+    key = keys.object_key(kind, name)
+    record, kv = await state._get_json(key)
+    if kv is None:
+        raise _cluster.NotFound(f"{kind.value} {name!r} not found")
+    compares = [Compare(key, "mod", "=", kv.mod_revision), *guard]
+    if kind is Kind.PROFILE:
+        use, _ = await state._get_json(keys.profile_use_key(name))
+        if use is not None:
+            raise _cluster.Conflict(
+                f"Profile {name!r} is used by Guest {use['guest']!r}: delete the guest first"
+            )
+        compares.append(Compare(keys.profile_use_key(name), "version", "=", 0))
+    else:  # mark it, so no apply that has not read it yet can start using it
+        marked = {**record, "deleting": True}
+        result = await state.store.txn(compares, [Put(key, _cluster.dumps(marked))])
+        if not result.succeeded:
+            await _cluster.check_guard(state.store, guard, f"deleting {kind.value} {name!r}")
+            raise _cluster.Conflict(f"{kind.value} {name!r} changed while deleting it; try again")
+        compares = [Compare(key, "mod", "=", result.revision), *guard]
+        user = await _user(state, kind, name)
+        if user is not None:
+            await state.store.txn(compares, [Put(key, _cluster.dumps(record))])  # unmark
+            raise _cluster.Conflict(f"{kind.value} {name!r} is used by {user}")
+    ops: list[Op] = [Delete(key), *(Delete(k) for k in record.get("holds", []))]
+    result = await state.store.txn(compares, ops)
+    if not result.succeeded:
+        await _cluster.check_guard(state.store, guard, f"deleting {kind.value} {name!r}")
+        raise _cluster.Conflict(f"{kind.value} {name!r} changed while deleting it; try again")
+    return result.revision
+
+
+async def _user(state: _cluster.ClusterState, kind: Kind, name: str) -> str | None:
+    """Who uses a Pool or Network, with the fix; ``None`` if nobody does."""
+    if kind is Kind.POOL:
+        held = await state.store.range(keys.pool_prefix(name), limit=1)
+        if held.kvs:
+            who = _pools.holder_of(_cluster.loads(held.kvs[0].value))
+            return f"{who} (and maybe others): delete what holds its values first"
+        for net in (await state.list_records(Kind.NETWORK))[0]:
+            if name in (net["spec"].get("ip_pool"), net["spec"].get("vlan_pool")):
+                return f"Network {net['name']!r}: delete that network first"
+        return None
+    for prof in (await state.list_records(Kind.PROFILE))[0]:
+        if any(n.get("network") == name for n in prof["spec"].get("nics", [])):
+            return f"Profile {prof['name']!r}: delete that profile (or its NICs' use) first"
+    return None
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+async def views(state: _cluster.ClusterState, kind: Kind, records: list[JSON]) -> list[JSON]:
+    """API views of Pools (size, used, free), Networks (identity, profiles) and Profiles
+    (identity, the guest wearing it, where that guest runs and its state)."""
+    out = []
+    if kind is Kind.POOL:
+        used: dict[str, int] = {}
+        for kv in (await state.store.range(keys.POOLS)).kvs:
+            held_in = kv.key[len(keys.POOLS) :].partition("/")[0]
+            used[held_in] = used.get(held_in, 0) + 1
+        for r in records:
+            pool = Pool.of(r["name"], r["spec"])
+            n = used.get(r["name"], 0)
+            status: JSON = {"type": pool.type.value, "size": pool.size, "used": n}
+            status["free"] = pool.size - n
+            out.append(_status(r, status))
+    elif kind is Kind.NETWORK:
+        profiles = (await state.list_records(Kind.PROFILE))[0]
+        for r in records:
+            count = sum(
+                any(n.get("network") == r["name"] for n in p["spec"].get("nics", []))
+                for p in profiles
+            )
+            out.append(_status(r, {"identity": r.get("identity"), "profiles": count}))
+    else:
+        uses = await state._map(keys.PROFILE_USE)
+        guests = {g["name"]: g for g in (await state.list_records(Kind.GUEST))[0]}
+        wearers = [guests[u["guest"]] for u in uses.values() if u["guest"] in guests]
+        shown = {g["name"]: g for g in await state._guest_views(wearers)}
+        for r in records:
+            guest = (uses.get(r["name"]) or {}).get("guest")
+            view = shown.get(guest or "")
+            host = view["status"]["host"] if view else None
+            state_now = view["status"]["state"] if view else None
+            status = {"identity": r.get("identity"), "guest": guest, "host": host}
+            out.append(_status(r, {**status, "state": state_now}))
+    return out
+
+
+def _status(record: JSON, status: JSON) -> JSON:
+    view = _cluster._public(record)
+    if record.get("deleting"):
+        status = {**status, "deleting": True}
+    view["status"] = status
+    return view
