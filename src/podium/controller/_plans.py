@@ -128,7 +128,7 @@ def replica_spec(app: str, spec: Mapping[str, Any]) -> JSON:
         "nics": [{} for _ in spec.get("nics", [{}])],
         "disk_gib": spec.get("disk_gib", 1.0),
         "workload": spec.get("workload", "idle"),
-        **{k: spec[k] for k in ("qos", "near", "talks_to", "tolerations") if spec.get(k)},
+        **{k: spec[k] for k in ("qos", "near", "talks_to", "tolerations", "site") if spec.get(k)},
     }
 
 
@@ -298,6 +298,7 @@ def guest_request(record: JSON, *, moving: bool = False) -> GuestRequest:
         near=tuple(spec.get("near", ())),
         talks_to=tuple(spec.get("talks_to", ())),
         tolerations=tuple(spec.get("tolerations", ())),
+        site=spec.get("site"),
     )
 
 

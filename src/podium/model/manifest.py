@@ -74,6 +74,8 @@ class RequestModel(_Strict):
         return Resources(self.cpu, self.memory_mib, self.iops, self.net_mbps)
 
 
+SITE_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+SITE_HINT = "a host label value: letters, digits, '-', '_' or '.', e.g. s1 or paris-1"
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 MAC_HINT = "six lowercase hex pairs joined by ':', e.g. 52:54:00:12:34:56"
 MAX_NICS = 8
@@ -159,6 +161,16 @@ class _Placed(_Strict):
     near: list[str] = Field(default_factory=list)
     talks_to: list[str] = Field(default_factory=list)
     tolerations: list[str] = Field(default_factory=list)
+    # Only hosts whose ``site`` label is this (a site's guests use its storage; podium dr
+    # moves them to another site).
+    site: str | None = None
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str | None) -> str | None:
+        if value is not None and not SITE_RE.match(value):
+            raise ValueError(f"{value!r} is not a site name: use {SITE_HINT}")
+        return value
 
     @field_validator("near", "talks_to")
     @classmethod
@@ -187,7 +199,7 @@ class _Placed(_Strict):
             data["qos"] = qos
         else:
             data.pop("qos", None)
-        for key in ("near", "talks_to", "tolerations"):
+        for key in ("near", "talks_to", "tolerations", "site"):
             if not data.get(key):
                 data.pop(key, None)
         return data

@@ -44,7 +44,7 @@ rebalancer (``_rebalance``) proposes live migrations over the same filters.
 """
 
 from podium.scheduler._check import solve_instance, verify
-from podium.scheduler._constraints import NearFilter, TaintFilter
+from podium.scheduler._constraints import NearFilter, SiteFilter, TaintFilter
 from podium.scheduler._framework import FrameworkScheduler, Scheduler, default_scheduler
 from podium.scheduler._migration import MigrationPlanner
 from podium.scheduler._plugins import (
@@ -86,6 +86,7 @@ __all__ = [
     "ReadyFilter",
     "Scheduler",
     "ScorePlugin",
+    "SiteFilter",
     "SpreadFilter",
     "SpreadScore",
     "TaintFilter",

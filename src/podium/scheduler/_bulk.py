@@ -14,7 +14,7 @@
 
 Vocabulary:
 
-- *plain* guest: no ``spread``, ``near``, ``talks_to`` or tolerations, not moving, no
+- *plain* guest: no ``spread``, ``near``, ``talks_to``, tolerations or site, not moving, no
   measured traffic of its own and none for its app (no app talks to it either): only
   the filters, best-fit, health and the soft spread score could tell hosts apart for
   it. The planner packs like best-fit and ignores the other two: hosts at some risk
@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from podium.model import DIMENSIONS, Resources
-from podium.scheduler._constraints import NearFilter, TaintFilter
+from podium.scheduler._constraints import NearFilter, SiteFilter, TaintFilter
 from podium.scheduler._instance import Instance
 from podium.scheduler._planner import plan
 from podium.scheduler._plugins import (
@@ -55,7 +55,7 @@ from podium.scheduler._table import Bools, Floats, GuestRequest, Ints
 BULK_MIN = 64
 # The plugins whose behaviour for a plain guest the bulk path reproduces; a scheduler
 # with any other plugin places every guest one by one.
-KNOWN_FILTERS = (HostStateFilter, TaintFilter, FitFilter, SpreadFilter, NearFilter)
+KNOWN_FILTERS = (HostStateFilter, SiteFilter, TaintFilter, FitFilter, SpreadFilter, NearFilter)
 KNOWN_SCORES = (BestFitScore, SpreadScore, TrafficScore, HealthScore)
 
 PlaceOne = Callable[[GuestRequest, Floats], tuple[int | None, str]]
@@ -72,7 +72,7 @@ def supports(filters: Sequence[FilterPlugin], scores: Sequence[ScorePlugin]) -> 
 
 def is_plain(guest: GuestRequest, traffic: TrafficIndex) -> bool:
     """Whether no plugin but fit, best-fit, health and soft spread looks at ``guest``."""
-    if guest.spread is not None or guest.near or guest.talks_to or guest.tolerations:
+    if guest.spread is not None or guest.near or guest.talks_to or guest.tolerations or guest.site:
         return False
     if guest.moving or guest.name in traffic.partners:
         return False

@@ -119,7 +119,8 @@ def verify(request: PlacementRequest, result: PlacementResult) -> list[str]:
 
     Checks: each placed guest went to a known, ready, uncordoned host; no host
     exceeds its capacity in any dimension; no spread is broken by a placement (counting
-    replicas placed before the batch); every guest is either placed or unplaced, not both.
+    replicas placed before the batch); a guest pinned to a site is on a host of that
+    site; every guest is either placed or unplaced, not both.
     """
     table = request.hosts
     guests = {g.name: g for g in request.guests}
@@ -133,6 +134,10 @@ def verify(request: PlacementRequest, result: PlacementResult) -> list[str]:
             problems.append(f"{name} was placed but not requested")
         elif host not in table.index:
             problems.append(f"{name} placed on unknown host {host}")
+        elif guests[name].site is not None:
+            site = table.site_names[table.site[table.index[host]]]
+            if site != guests[name].site:
+                problems.append(f"{name} is pinned to site {guests[name].site}, placed in {site!r}")
     entries = [
         (g, table.index[result.placements[g.name]])
         for g in request.guests

@@ -5,6 +5,7 @@
     TaintFilter   host taints (n, T) bool  &  ~tolerated (T,)  ──any──> rejected
                   (one mask per distinct tolerations tuple, memoised for the batch)
     NearFilter    OR over near apps of (replicas per host > 0); no app placed: no constraint
+    SiteFilter    host site code (n,) == code of the guest's site (memoised per site)
 """
 
 from __future__ import annotations
@@ -85,3 +86,33 @@ class NearFilter:
         apps = ", ".join(guest.near)
         noun = "app" if len(guest.near) == 1 else "apps"
         return [(int(np.count_nonzero(rejected)), f"ran no guest of {noun} {apps} (near)")]
+
+
+class SiteFilter:
+    """A guest pinned to a site lands only on hosts of that site.
+
+    A site's guests use that site's storage: restarting one on another site's host
+    would boot it on an empty volume. Moving guests between sites is ``podium dr``'s
+    job, which re-pins them after restoring their volumes there.
+    """
+
+    name = "site"
+
+    def filter(self, batch: BatchState, guest: GuestRequest, vector: Floats) -> Bools:
+        n = len(batch.table)
+        if guest.site is None:
+            return np.ones(n, dtype=np.bool_)
+        key = "site:" + guest.site
+        mask = batch.memo.get(key)
+        if mask is None:
+            table = batch.table
+            names = table.site_names
+            code = names.index(guest.site) if guest.site in names else -1
+            mask = table.site == code
+            batch.memo[key] = mask
+        return mask
+
+    def explain(
+        self, batch: BatchState, guest: GuestRequest, vector: Floats, rejected: Bools
+    ) -> Phrases:
+        return [(int(np.count_nonzero(rejected)), f"were not in site {guest.site} (site)")]

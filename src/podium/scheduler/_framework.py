@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from podium.scheduler._bulk import BULK_MIN, eligible_hosts, is_plain, place_plain, supports
-from podium.scheduler._constraints import NearFilter, TaintFilter
+from podium.scheduler._constraints import NearFilter, SiteFilter, TaintFilter
 from podium.scheduler._plugins import (
     EPS,
     BatchState,
@@ -229,7 +229,7 @@ class FrameworkScheduler:
 
 
 def default_scheduler() -> FrameworkScheduler:
-    """Host state, taints, fit, spread and near filters (cheap first); four scores.
+    """Host state, site, taints, fit, spread and near filters (cheap first); four scores.
 
     Weights, in points of a 0..100 score:
 
@@ -246,7 +246,14 @@ def default_scheduler() -> FrameworkScheduler:
       when clearly the better fit; at 0.8 and above the host-state filter drops it.
     """
     return FrameworkScheduler(
-        filters=[HostStateFilter(), TaintFilter(), FitFilter(), SpreadFilter(), NearFilter()],
+        filters=[
+            HostStateFilter(),
+            SiteFilter(),
+            TaintFilter(),
+            FitFilter(),
+            SpreadFilter(),
+            NearFilter(),
+        ],
         scores=[
             (BestFitScore(), 1.0),
             (SpreadScore(), 0.5),

@@ -44,6 +44,7 @@ def guest_request_of(view: Mapping[str, Any]) -> GuestRequest:
         moving=True,
         near=tuple(spec.get("near", ())),
         tolerations=tuple(spec.get("tolerations", ())),
+        site=spec.get("site"),
     )
 
 
@@ -143,6 +144,12 @@ class MigrationPlanner:
             return f"host {target} is cordoned: uncordon it first, or pick another host"
         row = self.rows[target]
         g = guest_request_of(self.guests[guest])
+        if g.site is not None and row.labels.get("site") != g.site:
+            return (
+                f"host {target} is in site {row.labels.get('site') or '(none)'}, and guest "
+                f"{guest!r} is pinned to site {g.site}: pick a host there (podium dr moves "
+                "guests between sites)"
+            )
         free = np.array(row.capacity.as_tuple()) - np.array(row.allocated.as_tuple())
         need = np.array(g.request.as_tuple())
         for dim, have, want in zip(DIMENSIONS, free, need, strict=True):

@@ -160,6 +160,7 @@ class GuestRequest:
     near: tuple[str, ...] = ()  # hard: hosts that run a guest of one of these apps
     talks_to: tuple[str, ...] = ()  # soft: prefer hosts running these apps
     tolerations: tuple[str, ...] = ()  # KEY or KEY=VALUE: may land on hosts so tainted
+    site: str | None = None  # hard: only hosts whose ``site`` label is this (DR: its storage)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ def test_exports() -> None:
         "ReadyFilter",
         "Scheduler",
         "ScorePlugin",
+        "SiteFilter",
         "SpreadFilter",
         "SpreadScore",
         "TaintFilter",

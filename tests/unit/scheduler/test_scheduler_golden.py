@@ -373,3 +373,32 @@ def test_the_placement_example_puts_api_beside_store() -> None:
     assert len(store) == 2 and api == store  # near store, spread host
     assert "gpu" not in store | api  # untolerated taint
     assert result.placements["trainer-1"] in api | {"gpu"}  # talks to api; tolerates gpu
+
+
+def test_a_site_pin_keeps_guests_on_their_site_and_says_why_when_it_cannot() -> None:
+    rows = [HostRow(f"a{i}", BIG, labels={"site": "s1"}) for i in range(3)]
+    rows += [HostRow("b1", BIG, labels={"site": "s2"}), HostRow("b2", SMALL, labels={"site": "s2"})]
+    pinned = [GuestRequest(f"db-{i}", Resources(1, 128), site="s2") for i in range(1, 3)]
+    result = place(rows, [*pinned, GuestRequest("free", Resources(1, 128))])
+    assert {result.placements["db-1"], result.placements["db-2"]} <= {"b1", "b2"}
+    big = GuestRequest("big", Resources(cpu=2, memory_mib=4096), site="s2")
+    result = place(rows, [big, GuestRequest("lost", Resources(1, 128), site="s9")])
+    assert result.unplaced["lost"] == "0/5 hosts fit: 5 were not in site s9 (site)"
+    assert result.placements["big"] == "b1"
+
+
+def test_the_checker_catches_a_guest_off_its_site() -> None:
+    rows = [HostRow("a", BIG, labels={"site": "s1"}), HostRow("b", BIG, labels={"site": "s2"})]
+    request = PlacementRequest(
+        HostTable.build(rows), [GuestRequest("g", Resources(1, 128), site="s2")]
+    )
+    bad = PlacementResult(placements={"g": "a"}, unplaced={})
+    assert verify(request, bad) == ["g is pinned to site s2, placed in 's1'"]
+
+
+def test_a_site_from_the_spec_reaches_the_request_for_apps_and_guests() -> None:
+    (app,) = parse_manifest_text("kind: App\nname: w\nspec: {replicas: 1, site: s2}\n")
+    spec = replica_spec("w", app.spec)
+    assert spec["site"] == "s2"
+    request = guest_request({"name": "w-1", "spec": spec, "owner": "w"})
+    assert request.site == "s2"
