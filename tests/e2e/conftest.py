@@ -41,12 +41,12 @@ class Cluster:
             input=stdin, check=False,
         )  # fmt: skip
 
-    def start_agent(self, name: str, *labels: str) -> subprocess.Popen[bytes]:
+    def start_agent(self, name: str, *labels: str, cpu: int = 16) -> subprocess.Popen[bytes]:
         join = self.data_dir / f"join-{name}"
         made = self.podium("host", "token", "create", "--output", str(join))
         assert made.returncode == 0, made.stderr
         args = ["agent", "--server", self.server_url, "--token-file", str(join / "token"),
-                "--name", name, "--driver", "sim"]  # fmt: skip
+                "--name", name, "--driver", "sim", "--cpu", str(cpu)]  # fmt: skip
         for label in labels:
             args += ["--label", label]
         with (self.data_dir / f"agent-{name}.log").open("wb") as log:

@@ -36,7 +36,8 @@ def test_admin_conf_is_private(cluster: Cluster) -> None:
 
 def test_examples_apply_and_run_on_sim_hosts(cluster: Cluster) -> None:
     for i, rack in enumerate(["r1", "r1", "r2"]):
-        cluster.start_agent(f"h{i + 1}", f"rack={rack}", "site=s1")
+        # 24 CPUs: every example, with room to restart one host's guests (admission, K=1)
+        cluster.start_agent(f"h{i + 1}", f"rack={rack}", "site=s1", cpu=24)
     wait_for(
         lambda: len(json.loads(cluster.podium("get", "hosts", "-o", "json").stdout)["items"]) == 3
     )
@@ -53,13 +54,14 @@ def test_examples_apply_and_run_on_sim_hosts(cluster: Cluster) -> None:
         "web-1", "web-2", "web-3", "cache-1", "cache-2", "db-1", "files-1", "logger-1",
         "ingest-1", "ingest-2",  # qos.yaml
         "store-1", "store-2", "api-1", "api-2", "trainer-1",  # placement.yaml
+        "db",  # profiles.yaml: wears profile db (2 NICs on VLANs 100 and 200, an HBA)
     }  # fmt: skip
     for g in items:
         assert {"kind", "name", "spec", "status"} <= g.keys()
         assert {"state", "host", "uuid", "nics"} <= g["status"].keys()
     files = next(g for g in items if g["name"] == "files-1")
     macs = [nic["mac"] for g in items for nic in g["status"]["nics"]]
-    assert len(files["status"]["nics"]) == 2 and len(set(macs)) == len(macs) == len(items) + 1
+    assert len(files["status"]["nics"]) == 2 and len(set(macs)) == len(macs) == len(items) + 2
     by_owner: dict[str, set[str]] = {}
     for g in items:
         by_owner.setdefault(str(g.get("owner")), set()).add(g["status"]["host"])
@@ -110,7 +112,7 @@ def test_bad_manifest_writes_nothing(cluster: Cluster, tmp_path: Path) -> None:
 
 def test_unknown_kind(cluster: Cluster) -> None:
     line = one_line_error(cluster.podium("get", "widgets"))
-    assert "unknown kind 'widgets'" in line and "apps, guests, hosts" in line
+    assert "unknown kind 'widgets'" in line and "hosts, apps, guests, pools" in line
 
 
 def test_wrong_token(cluster: Cluster, tmp_path: Path) -> None:
