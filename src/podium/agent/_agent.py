@@ -639,8 +639,17 @@ class Agent:
         def on_progress(done: int, total: int) -> None:
             latest[:] = [(done, total)]
 
-        request = BackupRequest(step.backup, step.mode, step.parent_path)
-        log.info("agent %s: backing up %s (%s, %s)", self.name, step.guest, step.backup, step.mode)
+        request = BackupRequest(
+            step.backup, step.mode, step.parent_path, step.target, dict(step.parent_volumes)
+        )
+        log.info(
+            "agent %s: backing up %s (%s, %s, to %s)",
+            self.name,
+            step.guest,
+            step.backup,
+            step.mode,
+            step.target,
+        )
         try:
             work = driver.backup(step.guest, request, on_progress=on_progress)
             result = await pump(
@@ -659,6 +668,7 @@ class Agent:
                 **report,
                 "state": "completed",
                 "path": result.path,
+                "volumes": dict(result.volumes),
                 "mode": result.mode,
                 "bytes": result.bytes,
             }

@@ -98,13 +98,15 @@ class CancelMigration:
 
 @dataclass(frozen=True, slots=True)
 class RunBackup:
-    """Back up the running guest's root volume (backup ``backup``)."""
+    """Back up the running guest's volumes (backup ``backup``) to ``target``."""
 
     guest: str
     epoch: int
     backup: str
     mode: str
-    parent_path: str | None = None
+    parent_path: str | None = None  # the root volume's previous backup
+    target: str = "local"  # "local" | "replica"
+    parent_volumes: tuple[tuple[str, str], ...] = ()  # (LUN volume id, its previous backup)
 
 
 LocalAction = (
@@ -241,7 +243,11 @@ def _special_step(
     backup = assignment.get("backup")
     if backup and str(backup["id"]) not in handled and info is not None and info.state is D.RUNNING:
         mode, parent = str(backup.get("mode", "full")), backup.get("parent_path")
-        return RunBackup(name, epoch, str(backup["id"]), mode, parent)
+        target = str(backup.get("target") or "local")
+        parents = tuple(
+            sorted((str(k), str(v)) for k, v in (backup.get("parent_volumes") or {}).items())
+        )
+        return RunBackup(name, epoch, str(backup["id"]), mode, parent, target, parents)
     return None
 
 

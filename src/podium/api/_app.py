@@ -19,6 +19,7 @@ from podium.api import (
     _routes_backups,
     _routes_cluster,
     _routes_console,
+    _routes_dr,
     _routes_migrations,
     _routes_objects,
     _routes_profiles,
@@ -96,6 +97,7 @@ def create_app(
     app.include_router(_routes_migrations.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_traffic.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_rebalance.router)  # before objects' /{kind} catch-alls
+    app.include_router(_routes_dr.router)  # before objects' /{kind} catch-alls
     app.include_router(_routes_objects.router)
     _install_error_handlers(app)
     app.add_middleware(AuthMiddleware, authenticator=auth)

@@ -2,7 +2,7 @@
 
 ::
 
-    admin / app (own guests) ──POST /api/v1/backups {guest, mode}──> 202 {"backup": record}
+    admin / app (own guests) ──POST /api/v1/backups {guest, mode, target}──> 202 {"backup": record}
                              ──GET  /api/v1/backups[?guest=G]──────> {"items", "revision"}
                              ──GET  /api/v1/backups/{id}───────────> record
     admin ──POST /api/v1/backups/{id}/restore {as}──> 201 {"guest": view}
@@ -43,6 +43,11 @@ class BackupRequest(BaseModel):
         default="auto",
         description="auto: incremental when a completed backup of this guest exists, else full",
     )
+    target: Literal["local", "replica"] = Field(
+        default="local",
+        description="local: the host's backups folder; replica: its replica folder (the "
+        "other site's storage); each target has its own chain",
+    )
 
 
 class BackupCreated(BaseModel):
@@ -80,6 +85,7 @@ class BackupReport(BaseModel):
     id: str
     state: Literal["running", "completed", "failed"]
     path: str | None = None
+    volumes: dict[str, str] | None = None  # completed: each LUN volume id -> its backup file
     mode: Literal["full", "incremental"] | None = None
     bytes: Annotated[int, Field(ge=0)] | None = None
     duration_ms: Annotated[float, Field(ge=0)] | None = None
@@ -124,7 +130,7 @@ def _may_see(who: Principal, backup: JSONObject) -> bool:
 )
 async def create(body: BackupRequest, ctx: Ctx, who: Who) -> BackupCreated:
     await _require_guest(ctx, who, body.guest, "backing up a guest")
-    record = await create_backup(ctx.state, body.guest, body.mode)
+    record = await create_backup(ctx.state, body.guest, body.mode, target=body.target)
     return BackupCreated(backup=record)
 
 

@@ -10,6 +10,7 @@ from podium import __version__
 from podium.cli import _daemons, _objects
 from podium.cli._backups import backup_app
 from podium.cli._demo import demo
+from podium.cli._dr import dr_app
 from podium.cli._guests import guest_app
 from podium.cli._hosts import host_app
 from podium.cli._image import image_app
@@ -57,6 +58,7 @@ app.add_typer(guest_app, name="guest")
 app.add_typer(host_app, name="host")
 app.add_typer(backup_app, name="backup")
 app.add_typer(profile_app, name="profile")
+app.add_typer(dr_app, name="dr")
 app.add_typer(image_app, name="image")
 app.add_typer(lab_app, name="lab")
 

@@ -38,16 +38,26 @@ def create(
     full: Annotated[
         bool, typer.Option("--full", help="A full backup even when an incremental one would do")
     ] = False,
+    replica: Annotated[
+        bool,
+        typer.Option(
+            "--replica",
+            help="Back up to the host's replica folder (the other site's storage, for DR) "
+            "instead of its local backups folder; replica backups have their own chain",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until the backup is complete")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait")] = 1800.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the record as JSON")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Back up a running guest's disk through QEMU (incremental after the first full one)."""
+    """Back up a running guest's disks (root and LUNs, at one point in time) through QEMU
+    (incremental after the first full one to the same target)."""
 
     async def body() -> dict[str, Any]:
         async with client_for(config) as client:
-            record: dict[str, Any] = await client.create_backup(guest, "full" if full else "auto")
+            mode, target = ("full" if full else "auto"), ("replica" if replica else "local")
+            record: dict[str, Any] = await client.create_backup(guest, mode, target)
             deadline = time.monotonic() + timeout
             spin = wait and not json_out and err_console.is_terminal
             with err_console.status(f"backing up {guest}") if spin else contextlib.nullcontext():
@@ -64,8 +74,10 @@ def create(
         print(json.dumps(record))
     elif record.get("state") == "completed":
         console.print(
-            f"backup/{record['id']} of {guest}: {record.get('mode')}, "
-            f"{_size(int(record.get('bytes') or 0))} written, {record.get('path')}",
+            f"backup/{record['id']} of {guest}: {record.get('mode')} "
+            f"({record.get('target') or 'local'}), "
+            f"{_size(int(record.get('bytes') or 0))} written, {record.get('path')}"
+            + "".join(f", {v}: {p}" for v, p in sorted((record.get("volumes") or {}).items())),
             highlight=False,
         )
     elif not wait:
@@ -94,13 +106,14 @@ def list_backups(
         print(json.dumps({"items": items}, indent=2))
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "GUEST", "MODE", "STATE", "SIZE", "AGE", "PARENT"):
+    for column in ("ID", "GUEST", "MODE", "TARGET", "STATE", "SIZE", "AGE", "PARENT"):
         table.add_column(column)
     for b in items:
         table.add_row(
             b.get("id", ""),
             b.get("guest", ""),
             b.get("mode") or b.get("requested_mode", ""),
+            b.get("target") or "local",
             b.get("state", ""),
             _size(int(b.get("bytes") or 0)) if b.get("state") == "completed" else "-",
             _ago(float(b.get("created", 0))),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -314,6 +315,35 @@ def agent(
             help="Seconds between measurements of each guest's usage (sent when it moved)",
         ),
     ] = 30.0,
+    ovs_db: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PODIUM_OVS_DB",
+            metavar="SOCKET",
+            help="Open vSwitch database socket (unix:/run/openvswitch/db.sock) for guest NICs "
+            "on VLANs where this kernel's bridges cannot filter VLANs (qemu driver; "
+            "untagged NICs stay on $PODIUM_BRIDGE). The operator runs OVS; the agent only "
+            "adds and removes its taps' ports",
+        ),
+    ] = None,
+    ovs_bridge: Annotated[
+        str,
+        typer.Option(
+            envvar="PODIUM_OVS_BRIDGE",
+            help="The OVS bridge (datapath_type=netdev, its uplink a trunk) those NICs join "
+            "as access ports of their VLAN",
+        ),
+    ] = "brv",
+    replica_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PODIUM_REPLICA_DIR",
+            metavar="DIR",
+            help="The other site's storage, mounted on this host: where replica backups "
+            "(podium backup create --replica; DR) go (qemu driver). Unset: this host "
+            "refuses replica backups",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run the host agent: dial the server, hold the host lease, run the guests bound here."""
@@ -353,6 +383,11 @@ def agent(
     if migration_address is None:
         migration_address = _address_towards(servers[0])
 
+    if ovs_db:  # the qemu driver's factory reads them, as it reads $PODIUM_BRIDGE
+        os.environ["PODIUM_OVS_DB"] = ovs_db
+        os.environ["PODIUM_OVS_BRIDGE"] = ovs_bridge
+    if replica_dir is not None:  # the qemu driver's factory reads it, as it reads $PODIUM_BRIDGE
+        os.environ["PODIUM_REPLICA_DIR"] = str(replica_dir)
     try:
         drv = DRIVERS[driver](name=name, capacity=capacity, data_dir=data_dir)
     except (DriverError, OSError) as err:

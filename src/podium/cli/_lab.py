@@ -22,6 +22,14 @@ NameOption = Annotated[
 @lab_app.command("up")
 def up(
     hosts: Annotated[int, typer.Option(min=1, help="Hosts to make: h1..hN")] = 3,
+    sites: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Sites s1..sN, hosts in equal blocks (label site=sK); each site has its own "
+            "storage and ships DR replicas to the next site's",
+        ),
+    ] = 1,
     driver: Annotated[str, typer.Option(help="qemu (real guests) or sim")] = "sim",
     store: Annotated[
         str | None,
@@ -58,7 +66,7 @@ def up(
 
     try:
         info = lab_up(
-            hosts=hosts, driver=driver, store=store, name=name, subnet=subnet,
+            hosts=hosts, driver=driver, store=store, name=name, subnet=subnet, sites=sites,
             host_ttl=host_ttl, servers=servers, timeout=timeout, say=say,
         )  # fmt: skip
     except LabError as err:

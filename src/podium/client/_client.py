@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -224,10 +224,11 @@ class AsyncPodiumClient:
 
     # -- backups and console -------------------------------------------------------------
 
-    async def create_backup(self, guest: str, mode: str = "auto") -> JSON:
-        """Back up a running guest (``auto``, ``full`` or ``incremental``); returns the
-        new record (state ``pending``). Poll :meth:`backup` for its progress."""
-        payload = {"guest": guest, "mode": mode}
+    async def create_backup(self, guest: str, mode: str = "auto", target: str = "local") -> JSON:
+        """Back up a running guest's volumes (``auto``, ``full`` or ``incremental``) to
+        ``target`` (``local`` or ``replica``: the other site's storage); returns the new
+        record (state ``pending``). Poll :meth:`backup` for its progress."""
+        payload = {"guest": guest, "mode": mode, "target": target}
         body = await self._http.request("POST", "/api/v1/backups", json_body=payload)
         record: JSON = body["backup"]
         return record
@@ -272,6 +273,42 @@ class AsyncPodiumClient:
         """Run one rebalancing pass now (admin): the plan plus ``requested`` migration ids
         and ``skipped`` (why some moves were not requested)."""
         body: JSON = await self._http.request("POST", "/api/v1/rebalance")
+        return body
+
+    # -- site DR -----------------------------------------------------------------------------
+
+    async def dr_failover(self, from_site: str, to_site: str, dr_map: JSON | None = None) -> JSON:
+        """Recover site ``from_site``'s protected guests on ``to_site`` (admin; refused while
+        a host of ``from_site`` lives); the report: ``{"operation", "from", "to", "at",
+        "guests": [{"guest", "recovered", "reason", "backup", "point", "loss_s", "rpo_s",
+        "within_rpo", "networks", "ips", ...}], "recovered", "not_recovered", "already",
+        "max_loss_s"}``. ``dr_map``: the parsed map file (networks, ips)."""
+        return await self._dr("failover", from_site, to_site, map=dr_map or {})
+
+    async def dr_test(self, from_site: str, to_site: str, dr_map: JSON) -> JSON:
+        """A drill: copies of the site's protected guests on ``dr_map["test_networks"]``,
+        production untouched; the report (each line's ``copy`` names the drill guest)."""
+        return await self._dr("test", from_site, to_site, map=dr_map)
+
+    async def dr_test_cleanup(self, from_site: str, to_site: str) -> JSON:
+        """Delete what the drill made: ``{"deleted": ["Guest/x-drtest", ...], "kept"}``."""
+        return await self._dr("test/cleanup", from_site, to_site)
+
+    async def dr_failback_sync(self, from_site: str, to_site: str) -> JSON:
+        """Failback step 1: ``{"backups": [{"guest", "backup", "state"}], "skipped"}``."""
+        return await self._dr("failback/sync", from_site, to_site)
+
+    async def dr_failback(
+        self, from_site: str, to_site: str, backups: Sequence[str], dr_map: JSON | None = None
+    ) -> JSON:
+        """Failback step 2, given the (completed) final replicas of step 1; the report."""
+        return await self._dr(
+            "failback", from_site, to_site, map=dr_map or {}, backups=list(backups)
+        )
+
+    async def _dr(self, path: str, from_site: str, to_site: str, **extra: Any) -> JSON:
+        payload = {"from": from_site, "to": to_site, **extra}
+        body: JSON = await self._http.request("POST", f"/api/v1/dr/{path}", json_body=payload)
         return body
 
     # -- streams ---------------------------------------------------------------------

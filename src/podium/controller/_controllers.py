@@ -37,6 +37,7 @@ from podium.controller._plans import (
     plan_app,
     plan_host,
 )
+from podium.controller._replication import ReplicationController
 from podium.model import HostState, Kind
 from podium.scheduler import Scheduler
 from podium.state import ClusterState, NewBinding, NotFound, keys, loads, read_traffic
@@ -456,4 +457,5 @@ CONTROLLERS: tuple[ControllerFactory, ...] = (
     BackupSweeper,
     MigrationController,
     DrainController,
+    ReplicationController,
 )

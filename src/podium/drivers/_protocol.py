@@ -273,11 +273,14 @@ class LiveMigration(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BackupRequest:
-    """One backup of a guest's root volume."""
+    """One backup of all of a guest's volumes (root and LUNs), at one point in time."""
 
-    id: str  # names the file: <backups_dir>/<guest>/<id>.qcow2
+    id: str  # names the files: <backups_dir>/<guest>/<id>.qcow2 (root; see the driver)
     mode: str  # "full" | "incremental"
-    parent_path: str | None = None  # incremental: the previous backup of the chain
+    parent_path: str | None = None  # incremental: the root's previous backup in the chain
+    target: str = "local"  # "local": this host's backups folder; "replica": its replica folder
+    # incremental: each LUN volume's ("<profile>/<volume>") previous backup in the chain
+    parent_volumes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +288,11 @@ class BackupResult:
     """A backup written, whole and synced."""
 
     id: str
-    path: str
+    path: str  # the root volume's backup
     mode: str  # the mode done: "full" when an incremental was not possible
-    bytes: int  # size of the backup file
+    bytes: int  # size of the backup files, all volumes together
     duration_ms: float
+    volumes: Mapping[str, str] = field(default_factory=dict)  # LUN volume id -> its backup
 
 
 @runtime_checkable
@@ -302,14 +306,17 @@ class BlockBackup(Protocol):
         *,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> BackupResult:
-        """Back up a running guest's root volume while it runs and writes.
+        """Back up a running guest's volumes (root and LUNs) while it runs and writes,
+        all at one point in time, into ``request.target``'s folder.
 
         Full: a point-in-time copy, and the start of the change tracking the next
-        incremental uses. Incremental: only what changed since the previous backup,
-        in a file backed by ``parent_path``; a full one instead (``mode`` says so)
-        when changes were not tracked (no previous backup on this volume, QEMU was
-        killed). ``on_progress(done, total)`` in bytes. The same id again returns the
-        existing backup. Raises :class:`BackupError` (no file left behind),
+        incremental to the same target uses. Incremental: only what changed since the
+        previous backup to that target, each volume in a file backed by its previous
+        backup (``parent_path``, ``parent_volumes``); a full one instead (``mode`` says
+        so) when changes were not tracked on some volume (no previous backup there, QEMU
+        was killed). ``on_progress(done, total)`` in bytes, all volumes together. The
+        same id again returns the existing backup. Raises :class:`BackupError` (no file
+        left behind; also for a target this host has no folder for),
         :class:`GuestNotFound`.
         """
         ...

@@ -3,9 +3,10 @@
 ::
 
     lab.json ──> agents + every process inside the lab's namespaces (QEMUs the agents
-                 started, detached) ──TERM/KILL by PID──> servers ──TERM/KILL──>
+                 started, detached) ──TERM/KILL by PID──> each host's OVS daemons (by
+                 PID) ──> servers ──TERM/KILL──>
              ──> etcd members (--store etcd3) ──TERM/KILL by PID──>
-             ──> per host: taps, up0 (its fabric peer goes with it), br0 ──> namespace
+             ──> per host: taps, up0 and upv0 (fabric peers go with them), br0 ──> namespace
              ──> fabric: leftover ports, fab0 ──> namespace ──> lab.json removed
 
 Nothing else is touched: the lab dir keeps its logs and store. Each step runs even
@@ -72,7 +73,7 @@ def _stop_all(state: LabState, report: DownReport, errors: list[str], say: Say) 
         inside = []
     members = [m.proc for m in state.etcd if m.proc is not None]
     # The servers before their store: etcd goes last, so no server sees it vanish.
-    for group in (ours + inside, state.server_procs(), members):
+    for group in (ours + inside, state.ovs_procs(), state.server_procs(), members):
         try:
             stopped = stop(group)
         except LabError as err:
@@ -83,11 +84,13 @@ def _stop_all(state: LabState, report: DownReport, errors: list[str], say: Say) 
             say(f"stopped {proc.what} (PID {proc.pid})")
 
 
-def _remove_host(ns: str, bridge: str, uplink: str) -> None:
+def _remove_host(ns: str, bridge: str, uplinks: tuple[str, ...]) -> None:
+    # OVS is stopped by now: its taps have no master, and taps() lists those too
     switch = LinuxBridgeNetwork(bridge, netns=ns)
     for tap in switch.taps():
         switch.detach(tap)
-    delete_link(ns, uplink)
+    for uplink in uplinks:
+        delete_link(ns, uplink)
     delete_link(ns, bridge)
 
 
@@ -102,9 +105,10 @@ def _remove_fabric(ns: str, bridge: str, ports: list[str]) -> None:
 def _remove_network(state: LabState, report: DownReport, errors: list[str], say: Say) -> None:
     layout = state.layout
     steps: list[tuple[str, Callable[[], None]]] = [
-        (h.netns, partial(_remove_host, h.netns, h.bridge, h.uplink)) for h in layout.hosts
+        (h.netns, partial(_remove_host, h.netns, h.bridge, (h.uplink, h.vlan_uplink)))
+        for h in layout.hosts
     ]
-    ports = [h.fabric_port for h in layout.hosts]
+    ports = [p for h in layout.hosts for p in (h.fabric_port, h.vlan_fabric_port) if p]
     fabric = partial(_remove_fabric, layout.fabric_netns, layout.fabric_bridge, ports)
     steps.append((layout.fabric_netns, fabric))
     for ns, remove_links in steps:

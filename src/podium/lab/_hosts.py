@@ -2,9 +2,11 @@
 
 ::
 
-    kill_host(lab, h1) ──SIGKILL──> agent h1 (PID from lab.json)
+    kill_host(lab, h1) ──SIGKILL──> agent h1, its OVS daemons (PIDs from lab.json)
                        ──SIGKILL──> every process in pdm-<lab>-h1 (its QEMUs)
-    restart_agent(lab, h1) ──> same argv and env as ``up`` gave it (its token file now
+    restart_agent(lab, h1) ──> its OVS again, if it had one and it is dead (same
+                               database: brv and its ports come back)
+                           ──> same argv and env as ``up`` gave it (its token file now
                                holds the host's own token) ──> lab.json updated
 
 Both act on one lab's own processes only: those lab.json names and those inside that
@@ -24,7 +26,7 @@ from podium.lab._errors import LabError
 from podium.lab._layout import HostLayout, lab_dir
 from podium.lab._procs import Proc, alive, identify, spawn, wait_gone
 from podium.lab._state import LabState, load_state
-from podium.lab._up import agent_argv
+from podium.lab._up import agent_argv, start_vlan_switch
 
 KILL_WAIT = 5.0
 
@@ -53,8 +55,8 @@ def kill_host(name: str, host: str, *, root: Path | None = None) -> list[Proc]:
     layout = _host(state, host)
     victims: list[Proc] = []
     agent = state.agents.get(host)
-    if agent is not None and alive(agent):
-        victims.append(agent)
+    ours = [agent, *state.ovs.get(host, [])] if agent is not None else state.ovs.get(host, [])
+    victims += [p for p in ours if alive(p)]
     try:
         pids = namespace_pids(layout.netns) if namespace_exists(layout.netns) else []
     except NetworkError as err:
@@ -86,6 +88,13 @@ def restart_agent(name: str, host: str, *, root: Path | None = None) -> Proc:
     ip = shutil.which("ip")
     if ip is None:
         raise LabError("podium lab needs iproute2's ip (apt-get install iproute2)")
+    procs = state.ovs.get(host, [])
+    if procs and not all(alive(p) for p in procs):
+        for proc in [p for p in procs if alive(p)]:  # half a switch: start both afresh
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        wait_gone(procs, KILL_WAIT)
+        start_vlan_switch(state, ip, layout)
     argv, env = agent_argv(state, ip, layout)
     log = Path(state.dir) / "hosts" / host / "agent.log"
     proc = spawn(argv, log, f"agent {host}", env)

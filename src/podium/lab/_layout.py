@@ -25,6 +25,8 @@ SERVER_PORT = 7443  # inside the fabric namespace: always free there
 FABRIC_BRIDGE = "fab0"
 HOST_BRIDGE = "br0"
 UPLINK = "up0"
+VLAN_BRIDGE = "brv"  # the OVS VLAN switch, where the kernel's bridges cannot filter VLANs
+VLAN_UPLINK = "upv0"  # its trunk into the fabric
 MANAGEMENT_SIZE = 256  # the subnet's first addresses: server + hosts
 FIRST_HOST = 16
 MAX_HOSTS = MANAGEMENT_SIZE - FIRST_HOST - 1
@@ -43,6 +45,9 @@ class HostLayout:
     fabric_port: str  # the uplink's peer in the fabric namespace (up-<name>)
     address: str  # management address on the bridge, with prefix (10.213.0.17/16)
     labels: dict[str, str] = field(default_factory=dict)
+    vlan_bridge: str = VLAN_BRIDGE  # OVS bridge for NICs on VLANs (a lab with OVS: _ovs)
+    vlan_uplink: str = VLAN_UPLINK  # its trunk veth
+    vlan_fabric_port: str = ""  # the trunk's peer on the fabric bridge (upv-<name>)
 
     @property
     def ip(self) -> str:
@@ -113,16 +118,31 @@ def _mac(*parts: str) -> str:
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])  # locally administered unicast
 
 
-def host_labels(index: int) -> dict[str, str]:
-    """Host ``index`` (1-based): racks r1/r2 alternating, one site."""
-    return {"rack": f"r{(index - 1) % 2 + 1}", "site": "s1"}
+def host_labels(index: int, hosts: int = 1, sites: int = 1) -> dict[str, str]:
+    """Host ``index`` (1-based) of ``hosts``: sites s1..sN in equal blocks (h1, h2 in s1
+    and h3, h4 in s2 for 4 hosts and 2 sites); racks r1/r2 alternating in each site."""
+    if sites <= 1:
+        return {"rack": f"r{(index - 1) % 2 + 1}", "site": "s1"}
+    site = (index - 1) * sites // hosts
+    first = -(-site * hosts // sites) + 1  # the first host index of this site
+    return {"rack": f"r{(index - first) % 2 + 1}", "site": f"s{site + 1}"}
 
 
-def plan_lab(name: str, hosts: int, subnet: str = DEFAULT_SUBNET) -> LabLayout:
-    """The layout of lab ``name`` with ``hosts`` hosts h1..hN. Raises :class:`LabError`."""
+def site_names(layout: LabLayout) -> list[str]:
+    """The lab's sites, in order (s1 first)."""
+    return sorted({h.labels.get("site", "s1") for h in layout.hosts}, key=lambda s: int(s[1:]))
+
+
+def plan_lab(name: str, hosts: int, subnet: str = DEFAULT_SUBNET, sites: int = 1) -> LabLayout:
+    """The layout of lab ``name`` with ``hosts`` hosts h1..hN in ``sites`` sites.
+
+    Raises :class:`LabError`.
+    """
     check_name(name)
     if not 1 <= hosts <= MAX_HOSTS:
         raise LabError(f"--hosts {hosts}: a lab has 1 to {MAX_HOSTS} hosts")
+    if not 1 <= sites <= hosts:
+        raise LabError(f"--sites {sites}: a lab has 1 to --hosts ({hosts}) sites")
     try:
         net = ipaddress.ip_network(subnet)
     except ValueError as err:
@@ -143,7 +163,8 @@ def plan_lab(name: str, hosts: int, subnet: str = DEFAULT_SUBNET) -> LabLayout:
             uplink=UPLINK,
             fabric_port=f"up-h{i}",
             address=f"{net[FIRST_HOST + i]}/{prefix}",
-            labels=host_labels(i),
+            labels=host_labels(i, hosts, sites),
+            vlan_fabric_port=f"upv-h{i}",
         )
         for i in range(1, hosts + 1)
     )

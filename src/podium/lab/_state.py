@@ -46,6 +46,7 @@ class LabState:
     servers: list[LabServer] = field(default_factory=list)
     agents: dict[str, Proc] = field(default_factory=dict)  # host name -> agent
     etcd: list[EtcdMember] = field(default_factory=list)  # --store etcd3: the lab's members
+    ovs: dict[str, list[Proc]] = field(default_factory=dict)  # host -> its OVS daemons (_ovs)
 
     @property
     def path(self) -> Path:
@@ -59,10 +60,14 @@ class LabState:
     def server_procs(self) -> list[Proc]:
         return [s.proc for s in self.servers if s.proc is not None]
 
+    def ovs_procs(self) -> list[Proc]:
+        return [p for procs in self.ovs.values() for p in procs]
+
     def procs(self) -> list[Proc]:
-        """The processes the lab started itself: agents, the servers, then etcd members."""
+        """The processes the lab started itself: agents, OVS, the servers, etcd members."""
         return [
             *self.agents.values(),
+            *self.ovs_procs(),
             *self.server_procs(),
             *(m.proc for m in self.etcd if m.proc is not None),
         ]
@@ -133,6 +138,10 @@ def load_state(directory: Path) -> LabState | None:
             servers=_servers(data, version),
             agents={k: v for k, v in agents.items() if v is not None},
             etcd=[_member(m) for m in data.pop("etcd", [])],  # absent: a lab without etcd
+            ovs={
+                host: [p for p in map(_proc, procs) if p is not None]
+                for host, procs in data.pop("ovs", {}).items()  # absent: a lab without OVS
+            },
             **data,
         )
     except (KeyError, TypeError, ValueError) as err:

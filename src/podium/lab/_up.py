@@ -5,10 +5,16 @@
     plan_lab ──> lab.json (status starting) ──> --store etcd3: 3 etcd members on loopback
         ──> fabric ns: fab0 + fabric address
         ──> per host ns: br0 (+ management address) ──up0 veth up-hI──> fab0
+            qemu labs where bridges cannot filter VLANs and OVS is installed, also: its own
+            ovsdb-server + ovs-vswitchd, OVS bridge brv ──upv0 veth upv-hI (trunk)──> fab0,
+            and br0 drops tagged frames from up0 (nftables; VLANs live on brv) (_ovs)
         ──> server(s) (subprocess, root ns): 127.0.0.1:PORT for the CLI,
                                pdm-<lab>-fab@10.213.0.1:7443(+k) for the agents (_servers)
         ──> join token ──> per host: ip netns exec pdm-<lab>-hI podium agent ... (detached,
-                           PODIUM_BRIDGE=br0, --data-dir <lab dir>/data shared by all hosts)
+                           PODIUM_BRIDGE=br0, --data-dir <lab dir>/data shared by all hosts
+                           (--sites N: one data dir per site, and PODIUM_REPLICA_DIR the
+                           next site's replica folder),
+                           --ovs-db/--ovs-bridge where the host has OVS)
         ──> every host ready ──> lab.json (status up) ──> LabInfo
     any failure (or Ctrl-C) ──> teardown of what was made ──> LabError
 """
@@ -31,9 +37,11 @@ from podium.client import AsyncPodiumClient, ClientConfig, ClientError
 from podium.drivers.net import (
     NetworkError,
     create_namespace,
+    drop_tagged,
     ensure_address,
     ensure_bridge,
     ensure_veth,
+    kernel_filters_vlans,
     list_namespaces,
 )
 from podium.lab._down import teardown
@@ -46,8 +54,10 @@ from podium.lab._layout import (
     lab_dir,
     namespace_prefix,
     plan_lab,
+    site_names,
 )
-from podium.lab._procs import exited, spawn
+from podium.lab._ovs import db_socket, make_vlan_bridge, ovs_available, ovs_home, start_ovs
+from podium.lab._procs import Proc, exited, spawn
 from podium.lab._servers import start_servers
 from podium.lab._state import LabState, load_state
 
@@ -55,6 +65,7 @@ Say = Callable[[str], None]
 POLL = 0.2
 DRIVERS = ("sim", "qemu")
 BRIDGE_ENV = "PODIUM_BRIDGE"  # tells the qemu driver which bridge its guests' taps go on
+REPLICA_ENV = "PODIUM_REPLICA_DIR"  # the agent's --replica-dir: where DR replicas go
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +123,21 @@ def _preflight(name: str, driver: str, store: str | None, directory: Path, serve
     return ip
 
 
-def _make_network(layout: LabLayout, say: Say) -> None:
+def wants_vlan_switch(driver: str, say: Say) -> bool:
+    """Whether this lab's hosts get an OVS VLAN switch: qemu guests, OVS installed, and
+    bridges that cannot filter VLANs (where they can, br0 does it: _bridge)."""
+    if driver != "qemu" or kernel_filters_vlans():
+        return False
+    if not ovs_available():
+        say(
+            "this kernel's bridges cannot filter VLANs and Open vSwitch is not installed: "
+            "guest NICs on VLANs will fail (apt-get install openvswitch-switch)"
+        )
+        return False
+    return True
+
+
+def _make_network(layout: LabLayout, say: Say, *, vlan_switch: bool = False) -> None:
     fab = layout.fabric_netns
     create_namespace(fab)
     ensure_bridge(fab, layout.fabric_bridge, mac=layout.fabric_mac)
@@ -130,7 +155,37 @@ def _make_network(layout: LabLayout, say: Say) -> None:
             peer_master=layout.fabric_bridge,
         )
         ensure_address(host.netns, host.bridge, host.address)
+        if vlan_switch:
+            ensure_veth(
+                host.netns,
+                host.vlan_uplink,
+                peer_netns=fab,
+                peer=host.vlan_fabric_port,
+                peer_master=layout.fabric_bridge,
+            )
+            # fab0 floods VLAN frames to up0 too: br0 must not pass them to its guests
+            drop_tagged(host.netns, "uplinks", [host.uplink])
         say(f"host {host.name} ({host.netns}): {host.bridge} {host.address}")
+
+
+def start_vlan_switch(state: LabState, ip: str, host: HostLayout) -> list[Proc]:
+    """Start ``host``'s OVS (recording its PIDs in lab.json at once) and make its bridge."""
+    home = ovs_home(state.dir, host.name)
+
+    def record(procs: list[Proc]) -> None:
+        state.ovs[host.name] = procs
+        state.save()
+
+    procs = start_ovs(ip, host.netns, home, record, f"OVS of {host.name}")
+    make_vlan_bridge(home, host.vlan_bridge, host.vlan_uplink)
+    return procs
+
+
+def _start_vlan_switches(state: LabState, ip: str, say: Say) -> None:
+    for host in state.layout.hosts:
+        procs = start_vlan_switch(state, ip, host)
+        pids = ", ".join(str(p.pid) for p in procs)
+        say(f"host {host.name}: OVS bridge {host.vlan_bridge} (PIDs {pids})")
 
 
 def _start_etcd(state: LabState, directory: Path, say: Say) -> None:
@@ -169,10 +224,27 @@ def qemu_host_capacity(hosts: int) -> tuple[float, int]:
     return float((os.cpu_count() or 1) * 4), memory
 
 
+def storage_of(state: LabState, host: HostLayout) -> tuple[Path, Path | None]:
+    """``host``'s data dir (its site's storage) and where it ships DR replicas.
+
+    One site: every host shares ``<lab>/data`` (guests in DATA/<host>, volumes in
+    DATA/volumes), and there is nowhere to replicate to. Several sites: each has its own
+    ``<lab>/sites/<site>/data``, and replicates to the next site's (s1 to s2, ..., the
+    last to s1) ``<lab>/sites/<next>/replicas``, standing in for a remote share.
+    """
+    sites = site_names(state.layout)
+    if len(sites) == 1:
+        return Path(state.dir) / "data", None
+    site = host.labels.get("site", sites[0])
+    target = sites[(sites.index(site) + 1) % len(sites)]
+    base = Path(state.dir) / "sites"
+    return base / site / "data", base / target / "replicas"
+
+
 def agent_argv(state: LabState, ip: str, host: HostLayout) -> tuple[list[str], dict[str, str]]:
     """The command line and environment the lab runs ``host``'s agent with."""
     layout = state.layout
-    data_dir = Path(state.dir) / "data"  # shared: guests in DATA/<host>, volumes in DATA/volumes
+    data_dir, replicas = storage_of(state, host)
     token = Path(state.dir) / "hosts" / host.name / "token"
     argv = [
         ip, "netns", "exec", host.netns,
@@ -189,7 +261,14 @@ def agent_argv(state: LabState, ip: str, host: HostLayout) -> tuple[list[str], d
     if state.driver == "qemu":
         cpu, memory_mib = qemu_host_capacity(len(layout.hosts))
         argv += ["--cpu", f"{cpu:g}", "--memory-mib", str(memory_mib)]
-    return argv, {**os.environ, BRIDGE_ENV: host.bridge}
+    if host.name in state.ovs:
+        socket = db_socket(ovs_home(state.dir, host.name))
+        argv += ["--ovs-db", socket, "--ovs-bridge", host.vlan_bridge]
+    env = {**os.environ, BRIDGE_ENV: host.bridge}
+    if replicas is not None:
+        replicas.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env[REPLICA_ENV] = str(replicas)
+    return argv, env
 
 
 def _start_agents(state: LabState, ip: str, join: str, ca_pem: str | None, say: Say) -> None:
@@ -266,6 +345,7 @@ def lab_up(
     name: str = "lab",
     root: Path | None = None,
     subnet: str = DEFAULT_SUBNET,
+    sites: int = 1,
     host_ttl: int = 10,
     servers: int = 1,
     timeout: float = 60.0,
@@ -276,7 +356,7 @@ def lab_up(
     On failure everything made so far is removed again before the error is raised.
     """
     directory = lab_dir(name, root)
-    layout = plan_lab(name, hosts, subnet)
+    layout = plan_lab(name, hosts, subnet, sites)
     ip = _preflight(name, driver, store, directory, servers)
     if driver == "qemu":
         _ensure_image(say)
@@ -293,7 +373,10 @@ def lab_up(
     try:
         if store == ETCD3:
             _start_etcd(state, directory / "etcd", say)
-        _make_network(layout, say)
+        vlan_switch = wants_vlan_switch(driver, say)
+        _make_network(layout, say, vlan_switch=vlan_switch)
+        if vlan_switch:
+            _start_vlan_switches(state, ip, say)
         start_servers(state, servers, host_ttl)
         for index, server in enumerate(state.servers, 1):
             say(f"server {index}: {server.url} (agents dial {server.fabric_url})")

@@ -14,8 +14,10 @@ from podium.state._backups import (
     fail_stale_backups,
     get_backup,
     list_backups,
+    newest_replica,
     report_backup,
     restore_backup,
+    restore_spec,
     stale_reason,
 )
 from podium.state._binds import BulkBindResult, NewBinding
@@ -38,6 +40,12 @@ from podium.state._cluster import (
     token_id,
 )
 from podium.state._console import CONSOLE_LIMIT, get_console, put_console
+from podium.state._dr import failback as dr_failback
+from podium.state._dr import failback_sync as dr_failback_sync
+from podium.state._dr import failover as dr_failover
+from podium.state._dr_map import DrMapModel, parse_map
+from podium.state._dr_test import drill as dr_test
+from podium.state._dr_test import drill_cleanup as dr_test_cleanup
 from podium.state._drain import mark_drained, start_drain, stop_for_drain
 from podium.state._ipam import GuestNetwork, assignment_spec
 from podium.state._migrations import MigrationOutcome, Migrations, MigrationState, next_epoch
@@ -54,6 +62,7 @@ __all__ = [
     "ClonePlan",
     "ClusterState",
     "Conflict",
+    "DrMapModel",
     "GuardFailed",
     "GuestNetwork",
     "Holder",
@@ -71,6 +80,11 @@ __all__ = [
     "assignment_spec",
     "clone_spec",
     "create_backup",
+    "dr_failback",
+    "dr_failback_sync",
+    "dr_failover",
+    "dr_test",
+    "dr_test_cleanup",
     "dumps",
     "fail_stale_backups",
     "get_backup",
@@ -83,14 +97,17 @@ __all__ = [
     "list_backups",
     "loads",
     "mark_drained",
+    "newest_replica",
     "next_epoch",
     "next_free",
+    "parse_map",
     "plan_clone",
     "put_console",
     "put_traffic",
     "read_traffic",
     "report_backup",
     "restore_backup",
+    "restore_spec",
     "stale_reason",
     "start_drain",
     "stop_for_drain",

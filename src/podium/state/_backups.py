@@ -2,18 +2,30 @@
 
 ::
 
-    create_backup(guest, mode) ── one txn, guarded by the binding's mod revision ──┐
-        put /podium/backups/<guest>/<id>   {state: pending, host, epoch, mode, ...} │
-        put /podium/assign/<host>/<guest>  + "backup": {id, mode, parent_path}     ┘
+    create_backup(guest, mode, target) ── one txn, guarded by the binding's mod revision ─┐
+        put /podium/backups/<guest>/<id>   {state: pending, host, site, epoch, mode,       │
+                                            target, parent_path, parent_volumes, ...}     │
+        put /podium/assign/<host>/<guest>  + "backup": {id, mode, target, parent_path,     │
+                                                        parent_volumes}                   ┘
     agent of that host ──report_backup(running | completed | failed)──> record updated
-        (accepted only from the guest's bound host at the record's epoch; on
-         completed/failed the "backup" entry leaves the assignment, same txn)
+        (completed brings path and volumes; accepted only from the guest's bound host
+         at the record's epoch; on completed/failed the "backup" entry leaves the
+         assignment, same txn)
     sweeper (leader) ── stale_reason(): guest moved or deleted ──> failed
     restore_backup(id, as) ──> new Guest: the backup's spec, fresh NICs, restore_from
+                                (= restore_spec(backup): {backup, path, volumes})
 
-Vocabulary: *in flight* = ``pending`` or ``running`` (at most one per guest); the
-*chain* of a guest (by uid) is its completed backups, newest last: an incremental
-backup's ``parent`` is the newest completed one, whose ``path`` its image builds on.
+A backup covers every volume of the guest at one point in time: ``path`` is the root
+volume's file, ``volumes`` maps each LUN volume id (``<profile>/<volume>``) to its file
+(``parent_volumes`` likewise for the parent). Its *target* is ``local`` (the host's
+backups folder) or ``replica`` (the host's replica folder: the other site's storage);
+``site`` is the ``site`` label of the host that took it. Records written before targets
+existed read as ``local`` (:func:`normal`).
+
+Vocabulary: *in flight* = ``pending`` or ``running`` (at most one per guest, whatever
+the target); the *chain* of a guest (by uid) and target is its completed backups to that
+target, newest last: an incremental backup's ``parent`` is the newest completed one of
+the same uid and target, whose files its images build on.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from podium.store import Compare, Op, Put
 JSON = dict[str, Any]
 
 MODES = ("auto", "full", "incremental")
+TARGETS = ("local", "replica")
 IN_FLIGHT = ("pending", "running")
 FINAL = ("completed", "failed")
 RETRIES = 10
@@ -51,12 +64,23 @@ async def _get(state: _cluster.ClusterState, key: str) -> tuple[Any, int]:
     return (_cluster.loads(kv.value), kv.mod_revision) if kv else (None, 0)
 
 
+def normal(record: JSON) -> JSON:
+    """``record`` with the fields older records lack: ``target`` local, no LUN volumes."""
+    return {
+        "target": "local",
+        "site": None,
+        "volumes": {},
+        "parent_volumes": {},
+        **record,
+    }
+
+
 async def list_backups(
     state: _cluster.ClusterState, guest: str | None = None
 ) -> tuple[list[JSON], int]:
     """Backup records (of ``guest``, or all), oldest first, and the revision read at."""
     res = await state.store.range(keys.backup_prefix(guest) if guest else keys.BACKUPS)
-    items = [_cluster.loads(kv.value) for kv in res.kvs]
+    items = [normal(_cluster.loads(kv.value)) for kv in res.kvs]
     items.sort(key=lambda r: (r.get("created", 0.0), r["id"]))
     return items, res.revision
 
@@ -72,25 +96,73 @@ async def _find(state: _cluster.ClusterState, backup_id: str) -> tuple[JSON, int
     if guest and "/" not in backup_id:
         record, rev = await _get(state, keys.backup_key(guest, backup_id))
         if record is not None:
-            return record, rev
+            return normal(record), rev
     raise _cluster.NotFound(f"backup {backup_id!r} not found: list them with GET /api/v1/backups")
 
 
-def _newest_completed(backups: list[JSON], uid: str) -> JSON | None:
-    done = [b for b in backups if b.get("uid") == uid and b.get("state") == "completed"]
+def _newest_completed(backups: list[JSON], uid: str, target: str) -> JSON | None:
+    done = [
+        b
+        for b in backups
+        if b.get("uid") == uid
+        and b.get("state") == "completed"
+        and (b.get("target") or "local") == target
+    ]
     return max(done, key=lambda b: (b.get("finished") or 0.0, b["id"])) if done else None
 
 
-async def create_backup(state: _cluster.ClusterState, guest: str, mode: str = "auto") -> JSON:
-    """Ask the guest's host for a backup; return the new (pending) record.
+async def newest_replica(
+    state: _cluster.ClusterState, uid: str, *, guest: str | None = None
+) -> JSON | None:
+    """The newest completed ``replica`` backup of the guest with ``uid`` (``None``: none).
+
+    Reads every backup record, or only ``guest``'s when its name is known (cheaper).
+    """
+    backups, _ = await list_backups(state, guest)
+    return _newest_completed(backups, uid, "replica")
+
+
+def restore_spec(backup: JSON) -> JSON:
+    """The ``restore_from`` of a guest made from completed ``backup``: ``{"backup": ID,
+    "path": ROOT_PATH, "volumes": {"<profile>/<volume>": PATH, ...}}``. Raises
+    ``Conflict`` if the backup is not completed."""
+    if backup.get("state") != "completed" or not backup.get("path"):
+        raise _cluster.Conflict(
+            f"backup {backup.get('id')} is {backup.get('state')}: only a completed backup "
+            "can be restored"
+        )
+    volumes = backup.get("volumes") or {}
+    return {"backup": backup["id"], "path": backup["path"], "volumes": dict(volumes)}
+
+
+def _lun_volumes(spec: JSON) -> list[str]:
+    """The LUN volume ids of an assignment's spec (a profile's realised HBAs)."""
+    hbas = spec.get("hbas") or []
+    return [str(lun["volume"]) for h in hbas for lun in h.get("luns") or [] if "volume" in lun]
+
+
+async def _site(state: _cluster.ClusterState, host: str) -> str | None:
+    record = await state.get_record(Kind.HOST, host)
+    site = ((record or {}).get("spec") or {}).get("labels", {}).get("site")
+    return str(site) if site is not None else None
+
+
+async def create_backup(
+    state: _cluster.ClusterState, guest: str, mode: str = "auto", *, target: str = "local"
+) -> JSON:
+    """Ask the guest's host for a backup of all its volumes to ``target``; return the new
+    (pending) record.
 
     One transaction, guarded by the binding's and the assignment's mod revisions: the
-    record, and ``backup`` on the guest's current assignment. Raises ``NotFound`` for
-    an unknown guest; ``Conflict`` if it is not running, is migrating, already has a
-    backup in flight, or ``incremental`` has nothing to build on.
+    record, and ``backup`` on the guest's current assignment. An incremental builds on
+    the newest completed backup of the same uid and target. Raises ``NotFound`` for an
+    unknown guest; ``Conflict`` if it is not running, is migrating, already has a backup
+    in flight, or ``incremental`` has nothing to build on.
     """
     if mode not in MODES:
         raise ValueError(f"unknown backup mode {mode!r}: expected one of {', '.join(MODES)}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown backup target {target!r}: expected one of {', '.join(TARGETS)}")
     for _ in range(RETRIES):
         record = await state.get_record(Kind.GUEST, guest)
         if record is None:
@@ -128,17 +200,21 @@ async def create_backup(state: _cluster.ClusterState, guest: str, mode: str = "a
         assignment, arev = await _get(state, akey)
         if assignment is None or assignment.get("epoch") != epoch:
             continue  # the binding is being written: read again
-        parent = _newest_completed(backups, record["uid"])
+        parent = _newest_completed(backups, record["uid"], target)
         actual = mode
         if mode == "auto":
             actual = "incremental" if parent else "full"
         elif mode == "incremental" and parent is None:
             raise _cluster.Conflict(
-                f"guest {guest!r} has no completed backup to build an incremental one on: "
-                "take a full (or auto) backup first"
+                f"guest {guest!r} has no completed backup (target {target}) to build an "
+                "incremental one on: take a full (or auto) backup first"
             )
         if actual == "full":
             parent = None
+        luns = _lun_volumes(assignment.get("spec") or {})
+        parent_volumes = {
+            v: p for v, p in ((parent or {}).get("volumes") or {}).items() if v in luns
+        }
         now = state._clock()
         backup_id = new_backup_id(guest, now)
         backup = {
@@ -147,12 +223,16 @@ async def create_backup(state: _cluster.ClusterState, guest: str, mode: str = "a
             "uid": record["uid"],
             "owner": record.get("owner"),
             "host": host,
+            "site": await _site(state, host),
             "epoch": epoch,
             "mode": actual,
             "requested_mode": mode,
+            "target": target,
             "parent": parent["id"] if parent else None,
             "parent_path": parent["path"] if parent else None,
+            "parent_volumes": parent_volumes,
             "path": None,
+            "volumes": {},
             "state": "pending",
             "created": now,
             "finished": None,
@@ -161,7 +241,13 @@ async def create_backup(state: _cluster.ClusterState, guest: str, mode: str = "a
             "message": "",
             "spec": record["spec"],
         }
-        request = {"id": backup_id, "mode": actual, "parent_path": backup["parent_path"]}
+        request = {
+            "id": backup_id,
+            "mode": actual,
+            "target": target,
+            "parent_path": backup["parent_path"],
+            "parent_volumes": parent_volumes,
+        }
         bkey = keys.backup_key(guest, backup_id)
         result = await state.store.txn(
             [
@@ -179,7 +265,7 @@ async def create_backup(state: _cluster.ClusterState, guest: str, mode: str = "a
                 "Guest",
                 guest,
                 "BackupCreated",
-                f"backup {backup_id} of {guest} requested on {host} ({actual})",
+                f"backup {backup_id} of {guest} requested on {host} ({actual}, {target})",
             )
             return backup
     raise _cluster.Conflict(f"guest {guest!r} kept changing while requesting a backup; try again")
@@ -219,7 +305,7 @@ async def report_backup(state: _cluster.ClusterState, host: str, report: JSON) -
                 f"{record['epoch']}; guest {guest} is now bound to {bound} at epoch {epoch}"
             )
         updated = {**record, "state": new_state}
-        for field in ("path", "bytes", "progress", "message", "duration_ms"):
+        for field in ("path", "volumes", "bytes", "progress", "message", "duration_ms"):
             if report.get(field) is not None:
                 updated[field] = report[field]
         if report.get("mode") in ("full", "incremental"):
@@ -325,19 +411,17 @@ async def restore_backup(
 
     The new guest has the backup's spec with fresh NICs (fixed MACs and IPs dropped),
     or, if it wore a profile, that profile's identity (refused while another guest wears
-    it), and ``restore_from: {"backup", "path"}``. Returns its name. Raises ``NotFound``,
-    or ``Conflict`` if the backup is not completed or the name is taken.
+    it), and ``restore_from``: :func:`restore_spec` (every volume). Returns its name.
+    Raises ``NotFound``, or ``Conflict`` if the backup is not completed or the name is
+    taken.
     """
     backup, _ = await _find(state, backup_id)
-    if backup.get("state") != "completed" or not backup.get("path"):
-        raise _cluster.Conflict(
-            f"backup {backup_id} is {backup.get('state')}: only a completed backup can be restored"
-        )
+    restore_from = restore_spec(backup)
     name = as_name or backup["guest"]
     spec = {k: v for k, v in backup["spec"].items() if k not in ("app", "spread", "restore_from")}
     if not spec.get("profile"):
         spec["nics"] = [{} for _ in backup["spec"].get("nics", [{}])]
-    spec["restore_from"] = {"backup": backup_id, "path": backup["path"]}
+    spec["restore_from"] = restore_from
     key = keys.object_key(Kind.GUEST, name)
     for _ in range(RETRIES):
         if await state.store.get(key) is not None:

@@ -20,7 +20,8 @@ the pool and index keys a record holds, deleted with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from podium.model import Kind, Manifest, PoolType, lun_serial, parse_value
@@ -257,6 +258,115 @@ class Realiser:
                     "the new range (or be reserved): keep it inside, or release it first"
                 )
 
+    async def rehome(
+        self,
+        record: JSON,
+        networks: Mapping[str, str],
+        ips: Mapping[str, str],
+        compares: list[Compare],
+        ops: list[Op],
+    ) -> Rehomed:
+        """Move a realised profile's NICs to other networks (a site failover); return it.
+
+        Each NIC on a network ``networks`` names moves there (or stays, if not named) and
+        takes that network's VLAN, subnet and gateway; its IP is ``ips[old]`` if given,
+        else the old one if the new network's pool holds it and it is free, else a free
+        one from that pool. The old IP's pool key is released in the same transaction.
+        MACs, WWPNs, WWNNs, LUN WWNs and serials are kept. The caller adds the compare
+        on the profile's own key and puts ``Rehomed.record``. Raises ``Conflict``.
+        """
+        name, identity = record["name"], record["identity"]
+        spec_nics = [dict(n) for n in record["spec"].get("nics", [])]
+        holds = list(record.get("holds", []))
+        nics: list[JSON] = []
+        moved: dict[str, str] = {}
+        readdressed: dict[str, str] = {}
+        for i, nic in enumerate(identity["nics"]):
+            old_net = nic["network"]
+            new_net = networks.get(old_net, old_net)
+            old_ip = nic["ip"].split("/")[0] if nic.get("ip") else None
+            wanted = ips.get(old_ip) if old_ip else None
+            if new_net == old_net and wanted in (None, old_ip):
+                nics.append(nic)
+                continue
+            by = f"Profile {name!r} nics[{i}] (moving to Network {new_net!r})"
+            net = await self._ref(Kind.NETWORK, new_net, by, compares)
+            old_key = _pool_key_of(holds, old_ip)
+            start = len(ops)
+            ip, gw = await self._new_ip(
+                record, i, net, old=(old_ip, old_key), wanted=wanted, compares=compares, ops=ops
+            )
+            new_ip = ip.split("/")[0] if ip else None
+            pool_name = net["identity"].get("ip_pool")
+            kept = new_ip is not None and old_key == keys.pool_key(str(pool_name), new_ip)
+            if old_key is not None and not kept:
+                ops.append(Delete(old_key))
+                holds.remove(old_key)
+            holds += _keys_put(ops[start:])
+            nics.append({**nic, "network": new_net, "vlan": net["identity"]["vlan"],
+                         "ip": ip, "gw": gw})  # fmt: skip
+            if i < len(spec_nics):
+                spec_nics[i]["network"] = new_net
+                if "ip" in spec_nics[i]:  # a fixed address follows the NIC (or goes)
+                    spec_nics[i].pop("ip")
+                    if new_ip:
+                        spec_nics[i]["ip"] = new_ip
+            if new_net != old_net:
+                moved[old_net] = new_net
+            if old_ip and new_ip != old_ip:
+                readdressed[old_ip] = new_ip or ""
+        spec = {**record["spec"], "nics": spec_nics} if "nics" in record["spec"] else record["spec"]
+        new = {**record, "spec": spec, "identity": {**identity, "nics": nics}, "holds": holds}
+        return Rehomed(new, moved, readdressed)
+
+    async def _new_ip(
+        self,
+        record: JSON,
+        i: int,
+        net: JSON,
+        *,
+        old: tuple[str | None, str | None],
+        wanted: str | None,
+        compares: list[Compare],
+        ops: list[Op],
+    ) -> tuple[str | None, str | None]:
+        """The IP (``ADDR/PREFIX``) and gateway of NIC ``i`` on network ``net``; ``old``:
+        the NIC's address now and the pool key that holds it."""
+        old_ip, old_key = old
+        by = f"Profile {record['name']!r} nics[{i}] on Network {net['name']!r}"
+        pool_name = net["identity"].get("ip_pool")
+        if not pool_name:
+            if wanted:
+                raise _cluster.Conflict(
+                    f"{by}: the map gives it IP {wanted}, but the network has no ip_pool: "
+                    "give the Network an ip_pool, or drop the address from the map's ips"
+                )
+            return None, None
+        pool = await self._pool(pool_name, [PoolType.IPV4, PoolType.IPV6], by, compares)
+        holder = Holder("Profile", record["name"], record["uid"], f"nic {i} ip")
+        if wanted:
+            try:
+                addr = await self.alloc.claim(pool, wanted, holder, compares, ops)
+            except ValueError as err:
+                raise _cluster.Conflict(f"{by}: mapped IP {wanted}: {err}") from err
+        elif old_ip and old_key == keys.pool_key(pool.name, old_ip):
+            addr = old_ip  # the same pool already holds it for this profile
+        elif old_ip and await self._free_in(pool, old_ip):
+            addr = await self.alloc.claim(pool, old_ip, holder, compares, ops)
+        else:
+            addr = await self.alloc.take(pool, holder, compares, ops)
+        return f"{addr}/{pool.prefix}", pool.gateway
+
+    async def _free_in(self, pool: Pool, addr: str) -> bool:
+        """``addr`` lies in ``pool`` (not reserved) and nobody holds it there."""
+        try:
+            value = parse_value(pool.type, addr)
+        except ValueError:
+            return False  # another family
+        if not pool.first <= value <= pool.last or value in pool.excluded:
+            return False
+        return value not in await self.alloc.used(pool)
+
     async def wear(self, record: JSON, compares: list[Compare], ops: list[Op]) -> None:
         """A new guest wears its spec's profile: copy the identity, take the profileuse key."""
         name, profile = record["name"], record["spec"]["profile"]
@@ -286,6 +396,23 @@ def check_rewear(current: JSON, record: JSON) -> None:
             f"Guest {record['name']!r}: its profile cannot change ({old} -> {new}); "
             "delete the guest and apply it again"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Rehomed:
+    """A profile moved to other networks: its new record, and what changed."""
+
+    record: JSON
+    networks: dict[str, str]  # old network -> new, for the NICs that moved
+    ips: dict[str, str]  # old address -> new ("" : none on the new network)
+
+
+def _pool_key_of(holds: Sequence[str], addr: str | None) -> str | None:
+    """The pool key among ``holds`` that holds IP ``addr`` (MAC and WWN keys never match)."""
+    if addr is None:
+        return None
+    found = [k for k in holds if k.startswith(keys.POOLS) and k.endswith("/" + addr)]
+    return found[0] if found else None
 
 
 def _keys_put(ops: Sequence[Op]) -> list[str]:
@@ -356,7 +483,8 @@ async def _user(state: _cluster.ClusterState, kind: Kind, name: str) -> str | No
 
 async def views(state: _cluster.ClusterState, kind: Kind, records: list[JSON]) -> list[JSON]:
     """API views of Pools (size, used, free), Networks (identity, profiles) and Profiles
-    (identity, the guest wearing it, where that guest runs and its state)."""
+    (identity, the guest wearing it, where that guest runs and its state; a protected
+    profile's replication: ``protection``)."""
     out = []
     if kind is Kind.POOL:
         used: dict[str, int] = {}
@@ -388,8 +516,36 @@ async def views(state: _cluster.ClusterState, kind: Kind, records: list[JSON]) -
             host = view["status"]["host"] if view else None
             state_now = view["status"]["state"] if view else None
             status = {"identity": r.get("identity"), "guest": guest, "host": host}
-            out.append(_status(r, {**status, "state": state_now}))
+            status["state"] = state_now
+            if r["spec"].get("protection"):
+                wearer = guests.get(guest or "")
+                status["protection"] = await _protection(state, r["spec"]["protection"], wearer)
+            out.append(_status(r, status))
     return out
+
+
+async def _protection(state: _cluster.ClusterState, protection: JSON, wearer: JSON | None) -> JSON:
+    """``{rpo_s, last_point, lag_s, within_rpo}`` from the wearer's newest completed replica
+    (its ``created``: the consistency point). No replica yet: no point, not within."""
+    rpo = int(protection["rpo_s"])
+    point: float | None = None
+    if wearer is not None:
+        res = await state.store.range(keys.backup_prefix(wearer["name"]))
+        points = [
+            float(b["created"])
+            for b in (_cluster.loads(kv.value) for kv in res.kvs)
+            if b.get("uid") == wearer["uid"]
+            and b.get("target") == "replica"
+            and b.get("state") == "completed"
+        ]
+        point = max(points, default=None)
+    lag = None if point is None else max(0.0, state.now() - point)
+    return {
+        "rpo_s": rpo,
+        "last_point": point,
+        "lag_s": lag,
+        "within_rpo": lag is not None and lag <= rpo,
+    }
 
 
 def _status(record: JSON, status: JSON) -> JSON:

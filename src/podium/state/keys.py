@@ -27,6 +27,7 @@
     /podium/console/<guest>               {host, text, updated}: serial console tail (agent)
     /podium/migrations/<guest>            the guest's latest live migration: state, hosts, epochs
     /podium/traffic/<host>                {at, interval_s, pairs}: the host's last traffic report
+    /podium/dr/tests/<from>/<to>          what a DR drill made: {profiles, guests: [{name, uid}]}
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ BACKUPS = ROOT + "backups/"
 CONSOLE = ROOT + "console/"
 MIGRATIONS = ROOT + "migrations/"
 TRAFFIC = ROOT + "traffic/"
+DR_TESTS = ROOT + "dr/tests/"
 
 
 def object_prefix(kind: Kind) -> str:
@@ -142,6 +144,10 @@ def migration_key(guest: str) -> str:
 
 def traffic_key(host: str) -> str:
     return TRAFFIC + host
+
+
+def dr_test_key(from_site: str, to_site: str) -> str:
+    return f"{DR_TESTS}{from_site}/{to_site}"
 
 
 def object_of_key(key: str) -> tuple[Kind, str] | None:

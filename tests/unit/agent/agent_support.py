@@ -415,6 +415,7 @@ class MigratingHost(FakeHost):
         self.fail_prepare = ""
         self.fail_migrate = ""
         self.fail_backup = ""
+        self.backup_requests: list[BackupRequest] = []
         self.hold: asyncio.Event | None = None
         self.steps = 5
         self.step_delay = 0.01
@@ -490,6 +491,7 @@ class MigratingHost(FakeHost):
         on_progress: Callable[[int, int], None] | None = None,
     ) -> BackupResult:
         self.calls.append(("backup", name))
+        self.backup_requests.append(request)
         if self._get(name).state is not S.RUNNING:
             raise BackupError(f"{name} is not running")
         for i in range(1, self.steps + 1):
@@ -498,8 +500,12 @@ class MigratingHost(FakeHost):
                 on_progress(100 * i, 100 * self.steps)
             if self.fail_backup:
                 raise BackupError(self.fail_backup)
-        path = f"/backups/{name}/{request.id}.qcow2"
-        return BackupResult(request.id, path, request.mode, 100 * self.steps, 1.0)
+        base = f"/{'backups' if request.target == 'local' else request.target}/{name}"
+        path = f"{base}/{request.id}.qcow2"
+        luns = {
+            v: f"{base}/{v.replace('/', '+')}/{request.id}.qcow2" for v in request.parent_volumes
+        }
+        return BackupResult(request.id, path, request.mode, 100 * self.steps, 1.0, luns)
 
     def console(self, name: str) -> str:
         return self.console_text.get(name, "")

@@ -311,6 +311,7 @@ async def test_backup_reports_running_progress_and_outcome(watchdog: Watchdog) -
         "id": "b1",
         "state": "completed",
         "path": "/backups/g/b1.qcow2",
+        "volumes": {},
         "mode": "incremental",
         "bytes": 2000,
     }
@@ -318,6 +319,33 @@ async def test_backup_reports_running_progress_and_outcome(watchdog: Watchdog) -
     assert b2[-1]["state"] == "failed" and b2[-1]["message"] == "disk full"
     assert host.ops("g").count("backup") == 2
     assert link.states("g") == ["starting", "running"]  # a backup does not disturb it
+
+
+async def test_a_replica_backup_reaches_the_driver_and_its_volumes_the_report(
+    watchdog: Watchdog,
+) -> None:
+    link, host = FakeLink(), MigratingHost("h1", Fabric())
+    link.assign("g")
+    backup = {
+        "id": "r2",
+        "mode": "incremental",
+        "target": "replica",
+        "parent_path": "/replica/g/root/r1.qcow2",
+        "parent_volumes": {"db/data": "/replica/g/db+data/r1.qcow2"},
+    }
+    async with running(make_agent("h1", link, host, watchdog)):
+        await eventually(lambda: link.states("g")[-1:] == ["running"])
+        link.assign("g", extras={"backup": backup})
+        await eventually(lambda: link.backup_reports[-1:] != [] and _final(link))
+    [request] = host.backup_requests
+    assert (request.target, request.parent_path, dict(request.parent_volumes)) == (
+        "replica",
+        "/replica/g/root/r1.qcow2",
+        {"db/data": "/replica/g/db+data/r1.qcow2"},
+    )
+    final = link.backup_reports[-1]
+    assert (final["state"], final["path"]) == ("completed", "/replica/g/r2.qcow2")
+    assert final["volumes"] == {"db/data": "/replica/g/db+data/r2.qcow2"}
 
 
 def _final(link: FakeLink) -> bool:

@@ -200,6 +200,30 @@ def test_backup_runs_once_on_a_running_guest() -> None:
     assert [type(s) for s in plan_local(desired, {})["g"]] == [StartGuest]
 
 
+def test_a_backup_step_carries_its_target_and_each_luns_parent() -> None:
+    backup = {
+        "id": "b2",
+        "mode": "incremental",
+        "target": "replica",
+        "parent_path": "/r/g/root/b1.qcow2",
+        "parent_volumes": {"db/logs": "/r/g/db+logs/b1.qcow2", "db/data": "/r/g/db+data/b1.qcow2"},
+    }
+    desired = {"g": {**assignment("g"), "backup": backup}}
+    [step] = plan_local(desired, {"g": info("g", S.RUNNING)})["g"]
+    assert step == RunBackup(
+        "g",
+        1,
+        "b2",
+        "incremental",
+        "/r/g/root/b1.qcow2",
+        "replica",
+        (("db/data", "/r/g/db+data/b1.qcow2"), ("db/logs", "/r/g/db+logs/b1.qcow2")),
+    )
+    old = {"id": "b1", "mode": "full"}  # an assignment written before targets: local
+    [step] = plan_local({"g": {**assignment("g"), "backup": old}}, {"g": info("g", S.RUNNING)})["g"]
+    assert isinstance(step, RunBackup) and (step.target, step.parent_volumes) == ("local", ())
+
+
 def test_reports_skip_incoming_and_migrated_away_and_say_migrating() -> None:
     desired = {
         "in": incoming("in"),

@@ -54,7 +54,13 @@ async def test_backup_lifecycle_full_then_incremental(
     assert (first["host"], first["epoch"], first["parent"]) == ("h1", epoch, None)
     assert first["spec"]["image"] == "tiny"
     asked = await assignment(state, "h1", "db-1")
-    assert asked["backup"] == {"id": first["id"], "mode": "full", "parent_path": None}
+    assert asked["backup"] == {
+        "id": first["id"],
+        "mode": "full",
+        "target": "local",
+        "parent_path": None,
+        "parent_volumes": {},
+    }
     listed = (await agent.get("/api/v1/agent/h1/assignments")).json()["items"]
     assert listed[0]["backup"]["id"] == first["id"]  # agents see the request
 
@@ -110,6 +116,20 @@ async def test_backup_lifecycle_full_then_incremental(
 
 def reasons_in(all_reasons: list[str]) -> list[str]:
     return [r for r in all_reasons if r.startswith("Backup")]
+
+
+async def test_backup_to_the_replica_target_has_its_own_chain(
+    make_client: MakeClient, state: ClusterState, admin: httpx.AsyncClient
+) -> None:
+    await join(make_client, state, "h1")
+    await running_guest(state, admin, "b", "h1")
+    created = await admin.post("/api/v1/backups", json={"guest": "b", "target": "replica"})
+    assert created.status_code == 202, created.text
+    record = created.json()["backup"]
+    assert (record["target"], record["mode"], record["volumes"]) == ("replica", "full", {})
+    assert (await assignment(state, "h1", "b"))["backup"]["target"] == "replica"
+    bad = await admin.post("/api/v1/backups", json={"guest": "b", "target": "tape"})
+    assert_one_line_error(bad, 422, "target")
 
 
 async def test_backup_needs_a_running_guest_and_no_migration(
@@ -186,7 +206,7 @@ async def test_restore_creates_a_fresh_guest_from_a_completed_backup(
     view = restored.json()["guest"]
     assert view["name"] == "copy" and view["spec"]["disk_gib"] == 4
     assert view["spec"]["nics"] == [{}, {}]  # fixed MACs dropped: a fresh identity
-    assert view["spec"]["restore_from"] == {"backup": backup["id"], "path": path}
+    assert view["spec"]["restore_from"] == {"backup": backup["id"], "path": path, "volumes": {}}
     macs = {n["mac"] for n in view["status"]["nics"]}
     assert len(macs) == 2 and "52:54:00:00:00:07" not in macs
 

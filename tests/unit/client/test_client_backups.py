@@ -51,7 +51,13 @@ async def test_backup_round_trip(
         record = await client.create_backup("db-1")
         assert (record["state"], record["mode"]) == ("pending", "full")
         items, _ = await link.assignments("h1")
-        assert items[0]["backup"] == {"id": record["id"], "mode": "full", "parent_path": None}
+        assert items[0]["backup"] == {
+            "id": record["id"],
+            "mode": "full",
+            "target": "local",
+            "parent_path": None,
+            "parent_volumes": {},
+        }
         report = {"guest": "db-1", "id": record["id"], "state": "completed",
                   "path": "/san/db-1.qcow2", "mode": "full", "bytes": 10}  # fmt: skip
         assert await link.report_backup("h1", report) == {"accepted": True, "reason": ""}

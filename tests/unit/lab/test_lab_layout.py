@@ -101,3 +101,25 @@ def test_state_round_trips_and_is_private(tmp_path: Path) -> None:
     (tmp_path / "lab.json").write_text("{")
     with pytest.raises(LabError, match="cannot read"):
         load_state(tmp_path)
+
+
+def test_sites_split_hosts_in_blocks_each_with_its_storage_and_replica_target(
+    tmp_path: Path,
+) -> None:
+    from podium.lab._up import REPLICA_ENV, agent_argv, storage_of  # noqa: PLC0415
+
+    layout = plan_lab("lab", 4, sites=2)
+    assert [(h.labels["site"], h.labels["rack"]) for h in layout.hosts] == [
+        ("s1", "r1"), ("s1", "r2"), ("s2", "r1"), ("s2", "r2"),
+    ]  # fmt: skip
+    state = LabState(layout=layout, dir=str(tmp_path), driver="sim", store="s")
+    h1, _, h3, _ = layout.hosts
+    assert storage_of(state, h1) == (tmp_path / "sites/s1/data", tmp_path / "sites/s2/replicas")
+    assert storage_of(state, h3) == (tmp_path / "sites/s2/data", tmp_path / "sites/s1/replicas")
+    argv, env = agent_argv(state, "ip", h3)
+    assert argv[argv.index("--data-dir") + 1] == str(tmp_path / "sites/s2/data")
+    assert env[REPLICA_ENV] == str(tmp_path / "sites/s1/replicas")
+    one = LabState(layout=plan_lab("lab", 2), dir=str(tmp_path), driver="sim", store="s")
+    assert storage_of(one, one.layout.hosts[0]) == (tmp_path / "data", None)
+    with pytest.raises(LabError, match="--sites 3: a lab has 1 to --hosts"):
+        plan_lab("lab", 2, sites=3)

@@ -62,7 +62,13 @@ async def test_backup_chain_and_restore(state: ClusterState) -> None:
     assert full["id"].startswith("a-20231114T221320Z-") and full["mode"] == "full"
     assert (await assigned(state, "h1", "a"))["backup"]["id"] == full["id"]
     [assignment], _ = await state.assignments("h1")
-    assert assignment.to_dict()["backup"] == {"id": full["id"], "mode": "full", "parent_path": None}
+    assert assignment.to_dict()["backup"] == {
+        "id": full["id"],
+        "mode": "full",
+        "target": "local",
+        "parent_path": None,
+        "parent_volumes": {},
+    }
     with pytest.raises(Conflict, match="still pending"):
         await create_backup(state, "a")
     done = {"guest": "a", "id": full["id"], "state": "completed", "path": "/b/1.qcow2"}
@@ -86,7 +92,11 @@ async def test_backup_chain_and_restore(state: ClusterState) -> None:
     assert await restore_backup(state, inc["id"], "b") == "b"
     restored = await state.get_record(Kind.GUEST, "b")
     assert restored is not None
-    assert restored["spec"]["restore_from"] == {"backup": inc["id"], "path": "/b/2.qcow2"}
+    assert restored["spec"]["restore_from"] == {
+        "backup": inc["id"],
+        "path": "/b/2.qcow2",
+        "volumes": {},
+    }
     assert (
         restored["nics"][0]["mac"]
         != (await state.get_record(Kind.GUEST, "a") or {})["nics"][0]["mac"]

@@ -5,7 +5,11 @@
     guest NIC ── tap ── host switch (Linux bridge, in the host's netns) ── uplink ── fabric
     (same host: frames stay in the host switch; other hosts: across the fabric)
 
-    LinuxBridgeNetwork  the HostNetwork a driver uses: taps on br0 (_bridge)
+    HostSwitch          the HostNetwork a driver uses: untagged NICs on br0, NICs with a
+                        VLAN on br0 where the kernel filters VLANs, else on OVS (_switch)
+    LinuxBridgeNetwork  taps on br0, each in its VLAN where the kernel can (_bridge)
+    OvsNetwork          taps as VLAN access ports of an Open vSwitch bridge (_ovs)
+    drop_tagged         nftables: br0 drops tagged frames from taps (no VLAN hopping) (_switch)
     create_namespace, ensure_bridge, ensure_veth, ensure_address, links, ...
                         the pieces of a lab fabric, idempotent (_fabric)
     limit_tap, clear_tap, tap_limit
@@ -15,7 +19,14 @@
     all of it over pyroute2 (netlink), behind _netlink; every failure is a NetworkError
 """
 
-from podium.drivers.net._bridge import LinuxBridgeNetwork, is_tap_name, tap_mac, tap_name
+from podium.drivers.net._bridge import (
+    LinuxBridgeNetwork,
+    PortVlan,
+    is_tap_name,
+    kernel_filters_vlans,
+    tap_mac,
+    tap_name,
+)
 from podium.drivers.net._fabric import (
     Link,
     create_namespace,
@@ -31,25 +42,33 @@ from podium.drivers.net._fabric import (
     set_link_up,
 )
 from podium.drivers.net._flows import BridgeFlows
-from podium.drivers.net._protocol import HostNetwork, NetworkError
+from podium.drivers.net._ovs import OvsNetwork
+from podium.drivers.net._protocol import ChecksumAware, HostNetwork, NetworkError
+from podium.drivers.net._switch import HostSwitch, drop_tagged
 from podium.drivers.net._tc import TapLimit, clear_tap, ifb_name, limit_tap, tap_limit
 
 __all__ = [
     "BridgeFlows",
+    "ChecksumAware",
     "HostNetwork",
+    "HostSwitch",
     "Link",
     "LinuxBridgeNetwork",
     "NetworkError",
+    "OvsNetwork",
+    "PortVlan",
     "TapLimit",
     "clear_tap",
     "create_namespace",
     "delete_link",
     "delete_namespace",
+    "drop_tagged",
     "ensure_address",
     "ensure_bridge",
     "ensure_veth",
     "ifb_name",
     "is_tap_name",
+    "kernel_filters_vlans",
     "limit_tap",
     "links",
     "list_namespaces",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class NetworkError(Exception):
@@ -27,12 +27,16 @@ class HostNetwork(Protocol):
         tc limits on the taps are set there."""
         ...
 
-    def attach(self, guest: str, index: int, mac: str) -> str:
+    def attach(self, guest: str, index: int, mac: str, vlan: int | None = None) -> str:
         """Ensure a tap for NIC ``index`` of ``guest`` exists, is up and enslaved to the switch.
 
         Returns the tap's name (at most 15 characters, derived from guest and index, so
         a restarted agent finds the same tap). ``mac`` is the guest's MAC (the tap itself
-        gets a different, local address). Raises :class:`NetworkError`.
+        gets a different, local address). ``vlan`` (1..4094): the tap is an untagged
+        member of that VLAN only, and the switch's uplinks carry it tagged; None: the
+        switch's default (untagged, VLAN 1 where the switch filters VLANs). Called again
+        with another ``vlan``, the tap moves to it. Raises :class:`NetworkError` (also
+        for a VLAN on a switch that cannot filter VLANs: never a silent untagged tap).
         """
         ...
 
@@ -42,4 +46,15 @@ class HostNetwork(Protocol):
 
     def taps(self) -> list[str]:
         """Taps this switch manages (for clean-up and re-adoption)."""
+        ...
+
+
+@runtime_checkable
+class ChecksumAware(Protocol):
+    """A :class:`HostNetwork` some of whose switches cannot take offloaded checksums."""
+
+    def checksum_offload(self, vlan: int | None) -> bool:
+        """Whether a guest NIC on ``vlan`` may leave checksums to the host (False: its
+        tap is on a userspace switch that forwards partial checksums unfixed, so the NIC
+        needs ``csum=off,guest_csum=off``). Pure: no I/O beyond a probe made once."""
         ...

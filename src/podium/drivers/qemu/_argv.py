@@ -5,15 +5,22 @@ Spec fields the qemu driver reads (all optional; the manifest's schema may add m
 - ``image``: ``tiny`` (the only image so far: the one ``podium image build`` makes);
 - ``request.cpu`` (vCPUs, rounded up) and ``request.memory_mib`` (at least
   :data:`MIN_MEMORY_MIB`: the cloud kernel cannot boot in less);
-- ``nics``: ``[{"mac": "52:54:00:..", "ip": "ADDR/PREFIX", "gw": "ADDR"}, ...]``, each
-  key optional; without ``mac`` a locally administered one is derived from the uid.
-  Ignored when the host has no network (the guest gets ``-nic none``). The guest numbers
-  its NICs in MAC order, so ``podium.ipN`` goes to the NIC with the N-th smallest MAC;
+- ``nics``: ``[{"mac": "52:54:00:..", "ip": "ADDR/PREFIX", "gw": "ADDR", "vlan": 100}, ...]``,
+  each key optional; without ``mac`` a locally administered one is derived from the uid;
+  ``vlan`` (1..4094) makes the NIC's tap an untagged member of that VLAN on the host
+  switch (absent: the switch's default, untagged). Ignored when the host has no network
+  (the guest gets ``-nic none``). The guest numbers its NICs in MAC order, so
+  ``podium.ipN`` goes to the NIC with the N-th smallest MAC;
+- ``hbas``: a profile's HBAs, each a virtio-scsi controller whose LUNs carry their WWNs
+  (see ``_hba``), over volumes at ``<volumes>/<profile>/<volume>.qcow2``;
+- ``boot``: ``["disk", "network"]`` in any order: ``bootindex`` on the root disk and the
+  NICs (the tiny image boots its kernel directly, which QEMU ranks first anyway);
 - ``disk_gib``: size of the root volume (default 1; qcow2, so it takes what is written);
 - ``workload``: ``idle`` (default) or ``disk-writer`` (the guest's init writes numbered
   records to its disk in the background: see ``_initramfs.INIT_SCRIPT``);
-- ``restore_from``: ``{"backup": ID, "path": PATH}``: the root volume, when it does not
-  exist yet, is made from that backup (``qemu-img convert`` of its chain);
+- ``restore_from``: ``{"backup": ID, "path": PATH, "volumes": {"<profile>/<volume>":
+  PATH}}`` (``volumes`` optional): the root volume, and each LUN volume named there, when
+  it does not exist yet, is made from its backup (``qemu-img convert`` of its chain);
 - ``qos.iops.limit``: QEMU block throttling of the root volume (a ``throttle`` filter
   node over a ``throttle-group`` with ``limits.iops-total``). The other limits are not
   on the command line: see ``_qos``.
@@ -34,6 +41,7 @@ from typing import Any
 
 from podium.drivers._protocol import GuestConfig
 from podium.drivers.qemu._errors import QemuError
+from podium.drivers.qemu._hba import Hba, hba_argv, parse_hbas
 from podium.drivers.qemu._initramfs import READY_PREFIX
 from podium.model import limits_of
 
@@ -53,6 +61,8 @@ ROOT_NODE = "disk0"  # block node name of the root volume (backups address it by
 THROTTLE_NODE = "disk0-throttle"
 THROTTLE_GROUP = "disk0-tg"
 WORKLOADS = ("idle", "disk-writer")
+BOOT_DEVICES = ("disk", "network")
+MAX_VLAN = 4094
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAMESPACE = uuid.UUID("6f1c1c2e-7d3e-4c55-9a54-2a1f0c0de001")  # uuid5 for non-UUID uids
@@ -65,6 +75,7 @@ class Nic:
     mac: str
     ip: str | None = None  # ADDR/PREFIX
     gw: str | None = None
+    vlan: int | None = None  # the VLAN its tap is an untagged member of (None: default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +90,10 @@ class Layout:
     disk_gib: float
     workload: str = "idle"
     restore_from: Path | None = None  # a backup to build the root volume from
+    restore_volumes: tuple[tuple[str, Path], ...] = ()  # (LUN volume id, its backup)
     iops_limit: int | None = None  # QEMU block throttling (operations/s, reads + writes)
+    hbas: tuple[Hba, ...] = ()
+    boot: tuple[str, ...] = ()  # boot order: "disk", "network" (empty: no bootindex)
 
 
 def guest_uuid(uid: str) -> str:
@@ -116,7 +130,26 @@ def _nic(config: GuestConfig, index: int, raw: Any) -> Nic:
             ipaddress.ip_address(str(gw))
     except ValueError as err:
         raise _bad(config, f"nics[{index}]: {err} (expected ip ADDR/PREFIX, gw ADDR)") from err
-    return Nic(mac, str(ip) if ip is not None else None, str(gw) if gw is not None else None)
+    vlan = raw.get("vlan")
+    if vlan is not None and (
+        isinstance(vlan, bool) or not isinstance(vlan, int) or not 1 <= vlan <= MAX_VLAN
+    ):
+        raise _bad(config, f"nics[{index}].vlan {vlan!r} must be a VLAN id in 1..{MAX_VLAN}")
+    return Nic(mac, str(ip) if ip is not None else None, str(gw) if gw is not None else None, vlan)
+
+
+def _boot(config: GuestConfig) -> tuple[str, ...]:
+    raw = config.spec.get("boot")
+    if raw is None:
+        return ()
+    if (
+        not isinstance(raw, Sequence)
+        or isinstance(raw, str)
+        or not all(b in BOOT_DEVICES for b in raw)
+        or len(set(raw)) != len(raw)
+    ):
+        raise _bad(config, f"boot {raw!r} must list each of {BOOT_DEVICES} at most once")
+    return tuple(str(b) for b in raw)
 
 
 def layout(config: GuestConfig, *, with_network: bool) -> Layout:
@@ -152,6 +185,9 @@ def layout(config: GuestConfig, *, with_network: bool) -> Layout:
         workload=str(workload),
         restore_from=_restore_from(config),
         iops_limit=iops_limit(config),
+        hbas=parse_hbas(config.spec.get("hbas"), lambda what: _bad(config, what)),
+        boot=_boot(config),
+        restore_volumes=_restore_volumes(config),
     )
 
 
@@ -170,6 +206,29 @@ def _restore_from(config: GuestConfig) -> Path | None:
     if not isinstance(path, str) or not path.startswith("/"):
         raise _bad(config, 'restore_from needs {"backup": ID, "path": "/absolute/path.qcow2"}')
     return Path(path)
+
+
+def _restore_volumes(config: GuestConfig) -> tuple[tuple[str, Path], ...]:
+    """``restore_from.volumes``: each names a LUN volume of this guest and an absolute
+    path (its backup); in spec order of the LUNs."""
+    raw = config.spec.get("restore_from")
+    volumes = raw.get("volumes") if isinstance(raw, Mapping) else None
+    if volumes is None:
+        return ()
+    if not isinstance(volumes, Mapping):
+        raise _bad(config, 'restore_from.volumes must map "<profile>/<volume>" to a backup path')
+    hbas = parse_hbas(config.spec.get("hbas"), lambda what: _bad(config, what))
+    luns = [lun.volume for h in hbas for lun in h.luns]
+    for volume, path in volumes.items():
+        if volume not in luns:
+            raise _bad(
+                config,
+                f"restore_from.volumes names {volume!r}, which is not one of its LUN volumes "
+                f"({', '.join(luns) or 'it has none'})",
+            )
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise _bad(config, f"restore_from.volumes[{volume!r}] must be an absolute path")
+    return tuple((v, Path(volumes[v])) for v in luns if v in volumes)
 
 
 def first_ip(guest: Layout) -> str:
@@ -200,6 +259,22 @@ def kernel_cmdline(guest: Layout) -> str:
     return " ".join(parts)
 
 
+def boot_indexes(guest: Layout) -> tuple[int | None, list[int | None]]:
+    """``bootindex`` of the root disk and of each NIC, from ``guest.boot``: ranks from 1
+    in that order, "network" one rank per NIC in spec order (QEMU wants them unique;
+    the direct-kernel boot's own option ROM has 0). None: not in the boot order."""
+    disk: int | None = None
+    nics: list[int | None] = [None] * len(guest.nics)
+    rank = 1
+    for device in guest.boot:
+        if device == "disk":
+            disk, rank = rank, rank + 1
+        else:
+            nics = list(range(rank, rank + len(guest.nics)))
+            rank += len(guest.nics)
+    return disk, nics
+
+
 def _json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -214,6 +289,8 @@ def qemu_argv(
     volume: Path,
     taps: Sequence[str] = (),
     incoming: bool = False,
+    volumes_dir: Path | None = None,
+    checksum_offload: Sequence[bool] = (),
 ) -> list[str]:
     """QEMU's argv, to run with the guest's state folder as working directory.
 
@@ -221,6 +298,11 @@ def qemu_argv(
     default user-mode NIC). ``incoming``: a migration destination, which waits for
     ``migrate-incoming`` and keeps its vCPUs stopped (``-S``) until told ``cont``.
     The console file is opened for appending, so the driver can add notes to it.
+    ``volumes_dir``: the shared volume storage the HBAs' LUN volumes are on (default:
+    the root volume's folder, where the driver keeps both).
+    ``checksum_offload[i]`` False: NIC ``i`` is on a userspace switch (Open vSwitch's
+    netdev datapath), which forwards partial checksums unfixed, so its virtio-net does
+    not offload them (``csum=off,guest_csum=off``; else TCP stalls); default True.
     """
     if len(taps) != len(guest.nics):
         raise QemuError(f"guest {guest.name!r} has {len(guest.nics)} NIC(s) and {len(taps)} tap(s)")
@@ -245,6 +327,8 @@ def qemu_argv(
         }
         throttle = ["-object", _json(group), "-blockdev", _json(node)]
         drive = THROTTLE_NODE
+    disk_index, nic_indexes = boot_indexes(guest)
+    disk_boot = "" if disk_index is None else f",bootindex={disk_index}"
     argv = [
         qemu,
         "-name", guest.name,
@@ -267,15 +351,23 @@ def qemu_argv(
         "-append", kernel_cmdline(guest),
         "-blockdev", _json(root),
         *throttle,
-        "-device", f"virtio-blk-pci,drive={drive},id={ROOT_NODE}-dev,serial=podium-root",
+        "-device",
+        f"virtio-blk-pci,drive={drive},id={ROOT_NODE}-dev,serial=podium-root{disk_boot}",
+        *hba_argv(guest.hbas, volume.parent if volumes_dir is None else volumes_dir),
     ]  # fmt: skip
     if incoming:
         argv += ["-S", "-incoming", "defer"]
     if not guest.nics:
         argv += ["-nic", "none"]
+    if checksum_offload and len(checksum_offload) != len(guest.nics):
+        raise QemuError(f"guest {guest.name!r}: checksum_offload needs one flag per NIC")
     for i, (nic, tap) in enumerate(zip(guest.nics, taps, strict=True)):
+        net_boot = "" if nic_indexes[i] is None else f",bootindex={nic_indexes[i]}"
+        csum = "" if not checksum_offload or checksum_offload[i] else ",csum=off,guest_csum=off"
         argv += [
             "-netdev", f"tap,id=net{i},ifname={tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=net{i},id=nic{i},mac={nic.mac},romfile=",
+            "-device",
+            f"virtio-net-pci,netdev=net{i},id=nic{i},mac={nic.mac},romfile={net_boot}{csum}",
         ]  # fmt: skip
+
     return argv

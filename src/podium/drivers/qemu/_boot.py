@@ -3,7 +3,8 @@
 ::
 
     prepare: image (built once) ─ accelerator (probed once) ─ volume (qemu-img: restored
-             from a backup, or empty) ─ taps ─> argv   (the driver then spawns under its lock)
+             from a backup, or empty) ─ taps (each NIC on its VLAN) ─> argv
+             (the driver then spawns under its lock)
     wait_ready: QMP socket appears ─> Monitor.connect ─┐
                 console.log ─> "PODIUM-READY ..." ─────┴─> ready   (QEMU gone: failed)
     wait_monitor: the same without the ready line (a migration destination does not boot)
@@ -18,7 +19,7 @@ import threading
 from pathlib import Path
 
 from podium.drivers._protocol import MigrationError
-from podium.drivers.net import HostNetwork, NetworkError
+from podium.drivers.net import ChecksumAware, HostNetwork, NetworkError
 from podium.drivers.qemu import _process as proc
 from podium.drivers.qemu._argv import (
     CONSOLE,
@@ -124,13 +125,20 @@ class Launcher:
                 "volumes on storage both hosts share"
             )
         taps: list[str] = []
+        offload: list[bool] = []
         if self.network is not None:
+            network = self.network
             for i, nic in enumerate(guest.nics):
                 try:
-                    tap = await asyncio.to_thread(self.network.attach, g.name, i, nic.mac)
+                    tap = await asyncio.to_thread(network.attach, g.name, i, nic.mac, vlan=nic.vlan)
                 except NetworkError as err:
                     raise QemuStartError(f"{g.name}: {err}") from err
                 taps.append(tap)
+                offload.append(
+                    network.checksum_offload(nic.vlan)
+                    if isinstance(network, ChecksumAware)
+                    else True
+                )
         argv = qemu_argv(
             guest,
             qemu=self.qemu,
@@ -140,6 +148,7 @@ class Launcher:
             volume=g.volume,
             taps=taps,
             incoming=incoming,
+            checksum_offload=offload,
         )
         for stale in (CONSOLE, QMP_SOCKET, OBSERVE_SOCKET, PIDFILE):
             (folder / stale).unlink(missing_ok=True)

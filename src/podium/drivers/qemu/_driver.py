@@ -35,12 +35,13 @@ from podium.drivers.net import BridgeFlows, HostNetwork, NetworkError
 from podium.drivers.qemu import _migration
 from podium.drivers.qemu import _process as proc
 from podium.drivers.qemu._argv import CONSOLE, QMP_SOCKET, ROOT_NODE, layout, ready_line
-from podium.drivers.qemu._backup import Backup, backup_path, existing
+from podium.drivers.qemu._backup import Backup, backup_volumes, existing, target_dir
 from podium.drivers.qemu._boot import QEMU_LOG, Killed, Launcher
 from podium.drivers.qemu._cgroup import CpuControl
 from podium.drivers.qemu._errors import QemuError, QemuStartError, QmpError
 from podium.drivers.qemu._flows import measure as measure_flows
 from podium.drivers.qemu._guest import Guest, adopt
+from podium.drivers.qemu._hba import lun_nodes, prepare_volumes
 from podium.drivers.qemu._image import Image
 from podium.drivers.qemu._qmp import Monitor, MonitorState
 from podium.drivers.qemu._qos import Enforcer
@@ -56,8 +57,12 @@ class QemuDriver:
     """Real guests on this host. See :class:`podium.drivers.Driver` for the contract.
 
     ``state_dir`` holds one folder per guest (``_record``); ``volumes_dir`` the qcow2
-    volumes (a shared directory standing for the SAN: they outlive ``destroy``);
-    ``backups_dir`` the backups (default: ``backups`` beside ``volumes_dir``).
+    volumes (a shared directory standing for the SAN: they outlive ``destroy``), a
+    profile's LUN volumes in ``<profile>/`` there (``_hba``: made at the first start,
+    never deleted here);
+    ``backups_dir`` the backups (default: ``backups`` beside ``volumes_dir``);
+    ``replica_dir`` the other site's storage mounted here, for backups with target
+    ``replica`` (``None``: this host refuses them).
     ``image`` is built (or found in ``image_cache``) at the first start when not given.
     ``network``: guest NICs become taps on its switch; without one guests get no NIC.
     ``accel``: ``kvm`` or ``tcg``; by default probed once (see ``_process.choose_accel``).
@@ -78,6 +83,7 @@ class QemuDriver:
         state_dir: Path,
         volumes_dir: Path,
         backups_dir: Path | None = None,
+        replica_dir: Path | None = None,
         image: Image | None = None,
         image_cache: Path | None = None,
         network: HostNetwork | None = None,
@@ -94,6 +100,7 @@ class QemuDriver:
         self.state_dir = state_dir
         self.volumes_dir = volumes_dir
         self.backups_dir = backups_dir or volumes_dir.parent / "backups"
+        self.replica_dir = replica_dir
         self.network = network
         self._qemu_img = qemu_img
         self._launcher = Launcher(
@@ -137,6 +144,18 @@ class QemuDriver:
     def _volume_for(self, config: GuestConfig) -> Path:
         return self.volumes_dir / f"{config.name}-{config.uid}.qcow2"
 
+    async def _lun_volumes(self, g: Guest, *, incoming: bool) -> None:
+        guest = layout(g.config, with_network=self.network is not None)
+        await asyncio.to_thread(
+            prepare_volumes,
+            g.name,
+            guest.hbas,
+            self.volumes_dir,
+            incoming=incoming,
+            qemu_img=self._qemu_img,
+            restore=dict(guest.restore_volumes),  # a restored guest's LUNs, from its backup
+        )
+
     # -- Driver protocol -----------------------------------------------------------------
 
     async def create(self, config: GuestConfig) -> GuestInfo:
@@ -174,6 +193,7 @@ class QemuDriver:
         try:
             await g.reap_previous()
             folder = self._folder(name)
+            await self._lun_volumes(g, incoming=False)
             argv, taps = await self._launcher.prepare(g, folder)
             self._spawn(g, generation, argv, taps)
             await self._enforce(g, taps)
@@ -378,6 +398,7 @@ class QemuDriver:
         folder = self._folder(g.name)
         try:
             await g.reap_previous()
+            await self._lun_volumes(g, incoming=True)
             argv, taps = await self._launcher.prepare(g, folder, incoming=True)
             self._spawn(g, generation, argv, taps, incoming=True)
             await self._enforce(g, taps)
@@ -515,10 +536,15 @@ class QemuDriver:
         *,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> BackupResult:
-        """See :class:`~podium.drivers.BlockBackup`: ``blockdev-backup`` of the root node
-        into ``<backups_dir>/<guest>/<id>.qcow2`` (see ``_backup``)."""
-        path = backup_path(self.backups_dir, name, request.id)
-        done = await asyncio.to_thread(existing, path, request.id, self._qemu_img)
+        """See :class:`~podium.drivers.BlockBackup`: one transaction of ``blockdev-backup``
+        of the root node and each LUN's node, into ``backups_dir`` (target ``local``) or
+        ``replica_dir`` (``replica``), a file per volume (see ``_backup``)."""
+        base = target_dir(request.target, self.backups_dir, self.replica_dir)
+        with self._lock:
+            config = self._get(name).config
+        luns = lun_nodes(layout(config, with_network=self.network is not None).hbas)
+        volumes = backup_volumes(base, name, request, root_node=ROOT_NODE, luns=luns)
+        done = await asyncio.to_thread(existing, volumes, request.id, self._qemu_img)
         if done is not None:  # asked again (an agent restarted): whatever the guest does now
             return done
         await self._refresh()
@@ -531,8 +557,7 @@ class QemuDriver:
             raise BackupError(f"guest {name!r}: its QMP monitor is not connected (retrying)")
         job = Backup(
             monitor,
-            node=ROOT_NODE,
-            path=path,
+            volumes=volumes,
             request=request,
             qemu_img=self._qemu_img,
             on_progress=on_progress,

@@ -134,6 +134,37 @@ def test_nics_become_taps_only_with_a_network() -> None:
     assert f"virtio-net-pci,netdev=net1,id=nic1,mac={derived_mac(UID, 1)},romfile=" in devices
 
 
+def test_a_nic_on_a_userspace_switch_does_not_offload_checksums() -> None:
+    spec = {"nics": [{"mac": "52:54:00:00:00:09"}, {"mac": "52:54:00:00:00:0a", "vlan": 100}]}
+    guest = layout(cfg(spec), with_network=True)
+    argv = qemu_argv(
+        guest,
+        qemu="qemu-system-x86_64",
+        accel="tcg",
+        kernel=Path("/img/vmlinuz"),
+        initrd=Path("/img/initrd.gz"),
+        volume=Path("/san/web-1.qcow2"),
+        taps=["tap0", "tap1"],
+        checksum_offload=[True, False],
+    )
+    nics = [d for d in value(argv, "-device") if d.startswith("virtio-net-pci")]
+    assert nics == [
+        "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:09,romfile=",
+        "virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:00:00:0a,romfile=,csum=off,guest_csum=off",
+    ]
+    with pytest.raises(QemuError, match="one flag per NIC"):
+        qemu_argv(
+            guest,
+            qemu="q",
+            accel="tcg",
+            kernel=Path("/k"),
+            initrd=Path("/i"),
+            volume=Path("/v"),
+            taps=["tap0", "tap1"],
+            checksum_offload=[False],
+        )
+
+
 def test_a_guest_without_nics_in_its_spec_gets_one_nic_on_a_network() -> None:
     nics = layout(cfg(), with_network=True).nics
     assert [n.mac for n in nics] == [derived_mac(UID, 0)] and nics[0].ip is None

@@ -61,7 +61,7 @@ class FakeNetwork:
     bridge: str = "br0"
     netns: str | None = "pdq-test"
 
-    def attach(self, guest: str, index: int, mac: str) -> str:
+    def attach(self, guest: str, index: int, mac: str, vlan: int | None = None) -> str:
         raise AssertionError("not used")
 
     def detach(self, tap: str) -> None:
