@@ -6,6 +6,7 @@
     POST /api/v1/dr/test           {from, to, map}           ──> report (copies on test networks)
     POST /api/v1/dr/test/cleanup   {from, to}                ──> {deleted, kept}
     POST /api/v1/dr/failback/sync  {from, to}                ──> {backups: [{guest, backup, state}]}
+    POST /api/v1/dr/failback/stop  {from, to, backups}       ──> {stopping, skipped}
     POST /api/v1/dr/failback       {from, to, map, backups}  ──> report
 
 A report is ``{"operation", "from", "to", "at", "guests": [{"guest", "profile",
@@ -26,6 +27,7 @@ from podium.api.schemas import ErrorBody
 from podium.state import (
     DrMapModel,
     dr_failback,
+    dr_failback_stop,
     dr_failback_sync,
     dr_failover,
     dr_test,
@@ -86,8 +88,20 @@ async def failback_sync(body: Sites, ctx: Ctx, who: Who) -> JSONObject:
     return await dr_failback_sync(ctx.state, body.from_site, body.to_site)
 
 
+class StopRequest(Sites):
+    backups: list[str] = Field(
+        max_length=MAX_BACKUPS, description="the completed final replicas of the sync step"
+    )
+
+
+@router.post("/failback/stop", summary="Failback step 2: stop the guests of the final replicas")
+async def failback_stop(body: StopRequest, ctx: Ctx, who: Who) -> JSONObject:
+    require_admin(who, "failing back")
+    return await dr_failback_stop(ctx.state, body.from_site, body.to_site, body.backups)
+
+
 @router.post(
-    "/failback", responses=REFUSED, summary="Failback step 2: re-create guests from their finals"
+    "/failback", responses=REFUSED, summary="Failback step 3: re-create guests from their finals"
 )
 async def failback(body: FailbackRequest, ctx: Ctx, who: Who) -> JSONObject:
     require_admin(who, "failing back")

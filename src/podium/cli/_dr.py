@@ -194,6 +194,22 @@ async def wait_for_finals(
     return [done[b["backup"]] for b in backups]
 
 
+async def wait_stopped(client: Any, guests: list[str], timeout: float) -> None:
+    """Poll until each guest reports stopped (bounded by ``timeout``); failback then
+    refuses any that still runs, so a guest never runs on both sites."""
+    deadline = time.monotonic() + timeout
+    left = set(guests)
+    while left and time.monotonic() < deadline:
+        for name in sorted(left):
+            view: JSON = await client.get("guest", name)
+            if view.get("status", {}).get("state") == "stopped":
+                left.discard(name)
+        if left:
+            await asyncio.sleep(POLL)
+    for name in sorted(left):
+        err_console.print(f"{name} did not stop within {timeout:g} s; it stays where it is")
+
+
 @dr_app.command("failback")
 def failback(
     from_site: FromOption,
@@ -205,8 +221,10 @@ def failback(
 ) -> None:
     """Move guests back to their site, both sites up (the map read backwards).
 
-    Asks for a final replica of each, waits for them, then re-creates each guest on
-    --to from its final replica. Exits 2 when some guest was not moved.
+    Asks for a final replica of each, waits for them, stops each guest on --from (what
+    it writes after its final replica is the loss window), waits for the stops, then
+    re-creates each guest on --to from its final replica. Exits 2 when some guest was
+    not moved.
     """
     dr_map = read_map(map_file)
 
@@ -217,7 +235,11 @@ def failback(
                 err_console.print(f"no final replica of {item['guest']}: {item['reason']}")
             show = not json_out and err_console.is_terminal
             finals = await wait_for_finals(client, sync["backups"], timeout, show=show)
-            ids = [r["id"] for r in finals]
+            ids = [r["id"] for r in finals if r.get("state") == "completed"]
+            stop: JSON = await client.dr_failback_stop(from_site, to_site, ids)
+            for item in stop.get("skipped", []):
+                err_console.print(f"not stopped: {item['guest']}: {item['reason']}")
+            await wait_stopped(client, stop.get("stopping", []), timeout)
             report: JSON = await client.dr_failback(from_site, to_site, ids, dr_map)
             return report
 

@@ -298,10 +298,16 @@ class AsyncPodiumClient:
         """Failback step 1: ``{"backups": [{"guest", "backup", "state"}], "skipped"}``."""
         return await self._dr("failback/sync", from_site, to_site)
 
+    async def dr_failback_stop(self, from_site: str, to_site: str, backups: Sequence[str]) -> JSON:
+        """Failback step 2: stop the guests of these completed final replicas:
+        ``{"stopping": [guest], "skipped": [{"guest", "reason"}]}``."""
+        return await self._dr("failback/stop", from_site, to_site, backups=list(backups))
+
     async def dr_failback(
         self, from_site: str, to_site: str, backups: Sequence[str], dr_map: JSON | None = None
     ) -> JSON:
-        """Failback step 2, given the (completed) final replicas of step 1; the report."""
+        """Failback step 3, given the (completed) final replicas of step 1, once their
+        guests stopped (step 2); the report."""
         return await self._dr(
             "failback", from_site, to_site, map=dr_map or {}, backups=list(backups)
         )

@@ -41,6 +41,7 @@ from podium.state._cluster import (
 )
 from podium.state._console import CONSOLE_LIMIT, get_console, put_console
 from podium.state._dr import failback as dr_failback
+from podium.state._dr import failback_stop as dr_failback_stop
 from podium.state._dr import failback_sync as dr_failback_sync
 from podium.state._dr import failover as dr_failover
 from podium.state._dr_map import DrMapModel, parse_map
@@ -81,6 +82,7 @@ __all__ = [
     "clone_spec",
     "create_backup",
     "dr_failback",
+    "dr_failback_stop",
     "dr_failback_sync",
     "dr_failover",
     "dr_test",

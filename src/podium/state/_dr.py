@@ -8,8 +8,11 @@
         guest re-created (same name and spec, new uid): site B, restore_from = its newest
         completed replica; binding, status, assignment of the lost host dropped
     failback_sync(B -> A)   a final replica of each protected guest of site B (their ids)
-    failback(B -> A, ids)   each guest re-created on A from its final replica (the map read
-                            backwards: networks and ips return where failover sent them)
+    failback_stop(B -> A, ids)  once those completed: each of their guests stopped on B
+    failback(B -> A, ids)   each guest, once stopped on B, re-created on A from its final
+                            replica (the map read backwards: networks and ips return where
+                            failover sent them); one still running on B is not moved, so it
+                            never runs on both sites
     report: {operation, from, to, at, guests: [...], recovered, not_recovered, already,
              max_loss_s}   (loss_s = at - the replica's point, its ``created``)
 
@@ -26,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from podium.model import HostState, Kind, PoolType, parse_value
-from podium.state import _backups, _cluster, _migrations, _profiles, keys
+from podium.model import GuestState, HostState, Kind, PoolType, parse_value
+from podium.state import _backups, _cluster, _drain, _migrations, _profiles, keys
 from podium.state._dr_map import DrMapModel, check_map, check_site, inverse
 from podium.state._pools import PoolAllocator
 from podium.store import Compare, Delete, Op, Put
@@ -210,7 +213,16 @@ async def recreate(
         if guest["uid"] != backup.get("uid"):
             raise _cluster.Conflict(f"backup {backup['id']} is of another guest {guest_name!r}")
         host = (binding or {}).get("host")
+        skey = keys.guest_status_key(guest_name)
+        status, skv = await state._get_json(skey)
+        if host and not move.guard_host_gone and not _stopped(status, binding):
+            now = (status or {}).get("state", "pending")
+            raise _cluster.Conflict(
+                f"Guest {guest_name!r} is {now} on host {host}, not stopped: it would run on "
+                "both sites (podium dr failback stops it after its final replica)"
+            )
         compares = [
+            Compare(skey, "mod", "=", skv.mod_revision if skv else 0),
             Compare(gkey, "mod", "=", gkv.mod_revision),
             Compare(pkey, "mod", "=", pkv.mod_revision),
             Compare(ukey, "mod", "=", ukv.mod_revision),
@@ -257,6 +269,17 @@ async def recreate(
                 f"Guest {guest_name!r} stays there"
             )
     raise _cluster.Conflict(f"Guest {guest_name!r} kept changing during the {move.operation}")
+
+
+def _stopped(status: JSON | None, binding: JSON | None) -> bool:
+    """Whether the bound host reported the guest stopped at the binding's epoch."""
+    return (
+        status is not None
+        and binding is not None
+        and status.get("host") == binding.get("host")
+        and status.get("epoch") == binding.get("epoch")
+        and status.get("state") == GuestState.STOPPED.value
+    )
 
 
 async def _recover_all(
@@ -395,6 +418,43 @@ async def failback_sync(state: _cluster.ClusterState, from_site: str, to_site: s
         "to": to_site,
         "at": state.now(),
         "backups": backups,
+        "skipped": skipped,
+    }
+
+
+async def failback_stop(
+    state: _cluster.ClusterState, from_site: str, to_site: str, backups: Sequence[str]
+) -> JSON:
+    """Stop, at its current epoch, the guest of each final replica in ``backups`` (each
+    must be completed): ``{"operation": "failback-stop", "from", "to", "at", "stopping":
+    [guest], "skipped": [{"guest", "reason"}]}``. The agent stops it for good; then
+    :func:`failback` moves it. Writes after the final replica's point are what is lost."""
+    await check_sites(state, from_site, to_site)
+    at = state.now()
+    stopping: list[str] = []
+    skipped: list[JSON] = []
+    for backup_id in backups:
+        record = await _backups.get_backup(state, backup_id)
+        name = str(record["guest"])
+        if record.get("state") != "completed":
+            skipped.append({"guest": name, "reason": _final_missing(name, record)})
+            continue
+        guest = await state.get_record(Kind.GUEST, name)
+        binding, _ = await state._get_json(keys.binding_key(name))
+        host = (binding or {}).get("host")
+        if guest is None or guest["uid"] != record.get("uid") or not host:
+            skipped.append({"guest": name, "reason": "not placed at its final replica's uid"})
+            continue
+        if await _drain.stop_for_drain(state, name, host, at, (), stamp="dr_stop"):
+            stopping.append(name)
+        else:
+            skipped.append({"guest": name, "reason": "its binding changed: run failback again"})
+    return {
+        "operation": "failback-stop",
+        "from": from_site,
+        "to": to_site,
+        "at": at,
+        "stopping": stopping,
         "skipped": skipped,
     }
 

@@ -70,22 +70,25 @@ async def mark_drained(state: _cluster.ClusterState, host: str, guard: Sequence[
 
 
 async def stop_for_drain(
-    state: _cluster.ClusterState, guest: str, host: str, now: float, guard: Sequence[Compare]
+    state: _cluster.ClusterState,
+    guest: str,
+    host: str,
+    now: float,
+    guard: Sequence[Compare],
+    *,
+    stamp: str = "drain_stop",
 ) -> bool:
     """Ask ``host``'s agent to stop ``guest`` for good at its epoch (``spec.running`` false
-    in its assignment, stamped ``drain_stop``). False if the binding or assignment changed."""
+    in its assignment, stamped ``stamp``: who asked, when). False if the binding or
+    assignment changed."""
     bkv = await state.store.get(keys.binding_key(guest))
     akv = await state.store.get(keys.assign_key(host, guest))
     if bkv is None or akv is None or _cluster.loads(bkv.value).get("host") != host:
         return False
     assignment = _cluster.loads(akv.value)
-    if "drain_stop" in assignment:
+    if stamp in assignment:
         return True
-    stopped = {
-        **assignment,
-        "spec": {**assignment.get("spec", {}), "running": False},
-        "drain_stop": now,
-    }
+    stopped = {**assignment, "spec": {**assignment.get("spec", {}), "running": False}, stamp: now}
     result = await state.store.txn(
         [
             Compare(keys.binding_key(guest), "mod", "=", bkv.mod_revision),

@@ -119,6 +119,7 @@ class FakeClient:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.polls = 0
+        self.gets = 0
 
     async def __aenter__(self) -> FakeClient:
         return self
@@ -150,6 +151,14 @@ class FakeClient:
     async def dr_failback_sync(self, f: str, t: str) -> dict[str, Any]:
         self.calls.append(("sync", (f, t)))
         return {"backups": [{"guest": "db", "backup": "db-f1", "state": "pending"}], "skipped": []}
+
+    async def dr_failback_stop(self, f: str, t: str, backups: list[str]) -> dict[str, Any]:
+        self.calls.append(("stop", (f, t, backups)))
+        return {"stopping": ["db"], "skipped": []}
+
+    async def get(self, kind: str, name: str) -> dict[str, Any]:
+        self.gets += 1
+        return {"name": name, "status": {"state": "stopped" if self.gets > 1 else "running"}}
 
     async def backup(self, backup_id: str) -> dict[str, Any]:
         self.polls += 1
@@ -205,7 +214,8 @@ def test_cli_test_needs_a_map_and_exits_2_when_a_guest_is_not_recovered(
 def test_cli_failback_syncs_waits_for_the_finals_then_fails_back(fake: FakeClient) -> None:
     result = CliRunner().invoke(cli, ["dr", "failback", "--from", "B", "--to", "A", "--json"])
     assert result.exit_code == 0, result.output
-    assert [c[0] for c in fake.calls] == ["sync", "failback"]
-    assert fake.calls[1][1] == ("B", "A", ["db-f1"], {})
-    assert fake.polls == 2
+    assert [c[0] for c in fake.calls] == ["sync", "stop", "failback"]
+    assert fake.calls[1][1] == ("B", "A", ["db-f1"])
+    assert fake.calls[2][1] == ("B", "A", ["db-f1"], {})
+    assert fake.polls == 2 and fake.gets == 2  # waited for the final replica, then the stop
     assert json.loads(result.output)["operation"] == "failback"

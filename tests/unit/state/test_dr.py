@@ -23,6 +23,7 @@ from podium.state import (
     Conflict,
     DrMapModel,
     dr_failback,
+    dr_failback_stop,
     dr_failback_sync,
     dr_failover,
     dr_test,
@@ -362,7 +363,19 @@ async def test_failback_syncs_a_final_replica_then_recreates_on_the_original_sit
     done = {**record, "state": "completed", "finished": clock.now + 3,
             "path": "/a/replicas/db/final.qcow2", "volumes": volumes}  # fmt: skip
     await state.store.put(keys.backup_key("db", record["id"]), dumps(done))
-    clock.now += 10
+    clock.now += 5
+    running = await dr_failback(state, "B", "A", MAP, [asked["backup"]])
+    assert (
+        "is running on host b1, not stopped: it would run on both sites"
+        in (running["guests"][0]["reason"])
+    )  # never on both sites at once
+    stop = await dr_failback_stop(state, "B", "A", [asked["backup"]])
+    assert stop["stopping"] == ["db"] and stop["skipped"] == []
+    assignment = loads((await state.store.get(keys.assign_key("b1", "db"))).value)  # type: ignore[union-attr]
+    assert assignment["spec"]["running"] is False and "dr_stop" in assignment
+    binding, _ = await state.get_binding("db")
+    await state.report_guest_status("b1", "db", binding.epoch, GuestState.STOPPED)
+    clock.now += 5
     out = await dr_failback(state, "B", "A", MAP, [asked["backup"]])
     (line,) = out["guests"]
     assert line["recovered"] and line["backup"] == record["id"] and line["loss_s"] == 10.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,20 +207,44 @@ def missing_volumes(hbas: Sequence[Hba], volumes_dir: Path) -> list[Path]:
     return [path for path, _ in lun_volumes(hbas, volumes_dir) if not path.is_file()]
 
 
+RESTORED_SUFFIX = ".restored-from"  # beside a LUN volume: the backup it was made from
+
+
 def restore_volumes(
     hbas: Sequence[Hba], volumes_dir: Path, backups: Mapping[str, Path], *, qemu_img: str
 ) -> list[Path]:
     """Make each LUN volume named in ``backups`` (volume id -> backup file, maybe backed
-    by earlier backups: the chain is flattened) that does not exist yet; the paths made.
-    Blocking (``qemu-img convert``). Raises :class:`QemuError`."""
+    by earlier backups: the chain is flattened); the paths made. Blocking (``qemu-img
+    convert``). Raises :class:`QemuError`.
+
+    LUN volumes belong to the profile and outlive its guests, so a site's storage may
+    still hold one from before a failover when the guest comes back (failback). A volume
+    not made from this very backup is therefore moved aside (``.replaced-<time>``, kept
+    for the operator) and made again; one made from it (a note beside it says so) is the
+    guest's own since then, and is kept: a restart must not lose what it wrote.
+    """
     made = []
     for h in hbas:
         for lun in h.luns:
             backup = backups.get(lun.volume)
+            if backup is None:
+                continue
             path = volume_path(volumes_dir, lun.volume)
-            if backup is not None and proc.restore_volume(path, backup, qemu_img=qemu_img):
+            note = path.with_name(path.name + RESTORED_SUFFIX)
+            source = str(backup)
+            if path.exists() and _read(note) != source:
+                path.rename(path.with_name(f"{path.name}.replaced-{time.time_ns()}"))
+            if proc.restore_volume(path, backup, qemu_img=qemu_img):
+                note.write_text(source + "\n")
                 made.append(path)
     return made
+
+
+def _read(note: Path) -> str | None:
+    try:
+        return note.read_text().strip()
+    except OSError:
+        return None
 
 
 def prepare_volumes(

@@ -88,7 +88,10 @@ def test_missing_lun_volumes_are_restored_and_existing_ones_kept(
     hbas = parse_hbas([HBA], QemuError)
     volumes = tmp_path / "volumes"
     (volumes / "db").mkdir(parents=True)
-    (volumes / "db" / "logs.qcow2").write_bytes(b"kept")  # there already: never overwritten
+    # made from this same backup before (the note says so), then written by the guest:
+    # a restart keeps it (a volume from before the backup is replaced: test_lun_restore)
+    (volumes / "db" / "logs.qcow2").write_bytes(b"kept")
+    (volumes / "db" / "logs.qcow2.restored-from").write_text("/r/l.qcow2\n")
     backups = {"db/data": Path("/r/d.qcow2"), "db/logs": Path("/r/l.qcow2")}
     prepare_volumes("db-1", hbas, volumes, incoming=False, qemu_img="-", restore=backups)
     assert made == [(volumes / "db" / "data.qcow2", Path("/r/d.qcow2"))]
