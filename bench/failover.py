@@ -1,10 +1,10 @@
 """Failover time: kill -9 a host (its agent and its QEMUs), time until its guests run elsewhere.
 
 ``python bench/failover.py [--json] [--trials 10] [--hosts 3] [--guests 3] [--driver qemu]
-[--host-ttl 10]``
+[--host-ttl 8]``
 (root; QEMU; TCG here)
 
-Brings up a lab (``podium lab up``, default settings: host TTL 10 s), boots ``--guests``
+Brings up a lab (``podium lab up``, default settings: host TTL 8 s), boots ``--guests``
 tiny guests (128 MiB), then per trial:
 
 1. picks the host running the most guests and crashes it: SIGKILL to its agent (PID
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--guests", type=int, default=3)
     parser.add_argument("--driver", default="qemu", choices=("qemu", "sim"))
     parser.add_argument(
-        "--host-ttl", type=int, default=10, help="host lease TTL, s (default: the lab's, 10)"
+        "--host-ttl", type=int, default=8, help="host lease TTL, s (default: the lab's, 8)"
     )
     args = parser.parse_args()
     if args.trials < 1 or args.hosts < 2 or args.guests < 1 or args.host_ttl < 1:

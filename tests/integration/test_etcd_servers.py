@@ -7,7 +7,6 @@ guests. Kill one etcd member: the cluster keeps working on the remaining quorum.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -15,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from podium.client import AsyncPodiumClient, ClientConfig
+from podium.client import AsyncPodiumClient
 from tests.integration.conftest import require_etcd
 from tests.support import server as support
 from tests.support.etcd import EtcdCluster, start_etcd
+from tests.support.shared_servers import config_for, start_servers
 
 pytestmark = pytest.mark.etcd
 LEADER_TTL = 3
@@ -29,11 +29,6 @@ def etcd3() -> Iterator[EtcdCluster]:
     require_etcd()
     with start_etcd(members=3) as cluster:
         yield cluster
-
-
-def config_for(server: support.ServerProcess) -> ClientConfig:
-    base = ClientConfig.load(str(server.config_path))
-    return ClientConfig(server=server.url, ca_pem=base.ca_pem, token=base.token)
 
 
 async def leaders(servers: list[support.ServerProcess]) -> list[str]:
@@ -78,15 +73,9 @@ async def test_three_servers_one_leader_survive_leader_and_member_loss(
     etcd3: EtcdCluster, tmp_path: Path
 ) -> None:
     args = ("--leader-ttl", str(LEADER_TTL), "--host-ttl", "3")
-    first = support.start_server(tmp_path / "s1", store_url=etcd3.url, args=args)
-    servers = [first]
+    servers = start_servers(tmp_path, 3, store_url=etcd3.url, args=args)  # one CA, one token
     agent_task: asyncio.Task[None] | None = None
     try:
-        for name in ("s2", "s3"):  # the others share the first one's CA and admin token
-            (tmp_path / name).mkdir()
-            for f in ("ca.pem", "ca.key", "admin.conf"):
-                shutil.copy2(tmp_path / "s1" / f, tmp_path / name / f)
-            servers.append(support.start_server(tmp_path / name, store_url=etcd3.url, args=args))
         leader = await wait_one_leader(servers, timeout=LEADER_TTL * 3)
 
         # a sim host joins through a follower; apps are applied through another server

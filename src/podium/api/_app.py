@@ -49,7 +49,7 @@ def create_app(
     state: ClusterState,
     *,
     metrics: Metrics | None = None,
-    host_ttl: int = 10,
+    host_ttl: int = 8,
     is_leader: Callable[[], bool] | None = None,
     heartbeat: float = 10.0,
     token_cache_ttl: float = 2.0,

@@ -32,9 +32,10 @@ def server(
     host_ttl: Annotated[
         int,
         typer.Option(
-            help="Host lease TTL in seconds: a host is lost this long after its last renewal"
+            help="Host lease TTL in seconds: a host is lost this long after its last renewal "
+            "(see docs/reliability.md for the trade-off)"
         ),
-    ] = 10,
+    ] = 8,
     host_suspect_after: Annotated[
         float | None,
         typer.Option(

@@ -42,7 +42,7 @@ def up(
     subnet: Annotated[
         str, typer.Option(help="Private IPv4 network, used only inside the lab's namespaces")
     ] = "10.213.0.0/16",
-    host_ttl: Annotated[int, typer.Option(min=1, help="Host lease TTL, seconds")] = 10,
+    host_ttl: Annotated[int, typer.Option(min=1, help="Host lease TTL, seconds")] = 8,
     servers: Annotated[
         int,
         typer.Option(

@@ -64,7 +64,7 @@ class ControllerManager:
         state: ClusterState,
         scheduler: Scheduler,
         *,
-        host_ttl: float = 10.0,
+        host_ttl: float = 8.0,
         clock: Callable[[], float] = time.time,
         resync_interval: float = 30.0,
         prune_interval: float = 60.0,

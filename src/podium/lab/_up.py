@@ -346,7 +346,7 @@ def lab_up(
     root: Path | None = None,
     subnet: str = DEFAULT_SUBNET,
     sites: int = 1,
-    host_ttl: int = 10,
+    host_ttl: int = 8,
     servers: int = 1,
     timeout: float = 60.0,
     say: Say = lambda _: None,

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="sqlite:///PATH or etcd://HOST:PORT[,...]")
     p.add_argument("--listen", default="127.0.0.1:7443", help="HOST:PORT (port 0: any)")
     p.add_argument("--data-dir", type=Path, default=Path("/var/lib/podium"))
-    p.add_argument("--host-ttl", type=int, default=10, help="agent lease TTL, seconds")
+    p.add_argument("--host-ttl", type=int, default=8, help="agent lease TTL, seconds")
     p.add_argument("--host-suspect-after", type=float, default=None, help=SUSPECT_HELP)
     p.add_argument("--leader-ttl", type=int, default=10, help="leadership lease TTL, seconds")
     p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback tests only)")

@@ -69,7 +69,7 @@ class ServerSettings:
     store_url: str
     listen: str = "127.0.0.1:7443"
     data_dir: Path = Path("/var/lib/podium")
-    host_ttl: int = 10
+    host_ttl: int = 8
     host_suspect_after: float | None = None
     insecure: bool = False
     sans: tuple[str, ...] = field(default_factory=tuple)

@@ -3,8 +3,11 @@
 ::
 
     PoolAllocator (one per transaction attempt; reads, never writes)
-      take(pool, holder)          lowest free value (or a random free one near it, after a
-                                  lost race); MACs and WWNs also free in the global index
+      take(pool, holder)          first attempt: the lowest free value (reads the pool once)
+                                  after a lost race: a random free value, probed with a get
+                                  (big MAC/WWN pools: anywhere; others: among the lowest
+                                  ``spread`` free ones this process last saw), else as first
+                                  MACs and WWNs also free in the global index
       claim(pool | type, value)   a fixed (imported) value: Conflict naming its holder
         -> Compare(/podium/pools/<pool>/<value>, version = 0) + Put({holder, uid, what})
            Compare(/podium/ipam/{mac,wwn}/<value>, version = 0) + Put({profile, uid, what})
@@ -13,22 +16,27 @@ Vocabulary: a *holder* is the object that holds a value ("Profile/db", what "nic
 mac"); the *index* keys make MACs and WWNs unique cluster-wide, across pools and guests.
 Values are numbers inside the allocator and canonical text in keys
 (:func:`podium.model.format_value`). A caller that loses its commit makes a new allocator
-(with a larger ``spread``) and tries again.
+(with a larger ``spread``) and tries again. Every value taken, however chosen, is
+guarded by its version=0 compares: the choice only decides how often a race is lost.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from podium.model import PoolSpecModel, PoolType, format_value, parse_value
 from podium.state import _cluster, keys
-from podium.store import Compare, Op, Put, Store
+from podium.store import Compare, Get, Op, Put, Store
 
 JSON = dict[str, Any]
 MAX_INDEX_SKIPS = 256  # pool values found held in the index (by guests, other pools) per take
+MAX_PROBES = 16  # random values probed per take after a lost race, before reading the pool
+SPARSE_MIN = 4096  # a MAC/WWN pool this big is probed at random anywhere after a lost race
+SPARSE = (PoolType.MAC, PoolType.WWN)
 LABELS = {
     PoolType.MAC: "MAC",
     PoolType.WWN: "WWN",
@@ -153,9 +161,12 @@ class PoolAllocator:
     """Takes and claims pool values for the objects of one transaction (one per attempt).
 
     Reads pool and index keys, never writes: the caller commits the compares and puts
-    this appends. ``spread`` 0 takes the lowest free values; after a lost race the
-    caller passes a larger one, and the first take from each pool starts at a random
-    free value among the lowest ``spread``, so racing appliers stop choosing the same.
+    this appends. ``spread`` 0 (the first attempt) takes the lowest free values, from
+    one read of each pool. After a lost race the caller passes a larger ``spread``, and
+    each take picks a random free value instead, so racing appliers stop choosing the
+    same: anywhere in a big MAC or WWN pool, else among the lowest ``spread`` free
+    values this process last saw (:func:`_seen`, no re-read), each probed with a get
+    first; after :data:`MAX_PROBES` held ones it reads the pool as the first attempt.
     ``fixed``: values some object of the transaction asks for by name, never taken.
     """
 
@@ -171,7 +182,8 @@ class PoolAllocator:
         self._spread = spread
         self._rng = rng or random.Random()
         self._fixed: set[tuple[PoolType, int]] = set(fixed)
-        self._used: dict[str, set[int]] = {}  # per pool: held in the store or taken here
+        self._used: dict[str, set[int]] = {}  # per pool read: held in the store or taken here
+        self._taken: dict[str, set[int]] = {}  # per pool: taken or claimed here
         self._cursor: dict[str, int] = {}
         self._here: dict[tuple[PoolType, int], Holder] = {}  # taken in this transaction
 
@@ -186,7 +198,8 @@ class PoolAllocator:
                     used.add(parse_value(pool.type, kv.key[len(prefix) :]))
                 except ValueError:
                     continue  # not a value of this pool's type: ignore, never hand out
-            self._used[pool.name] = used
+            _seen(self._store)[pool.name] = set(used)
+            self._used[pool.name] = used | self._taken.get(pool.name, set())
         return self._used[pool.name]
 
     async def take(self, pool: Pool, holder: Holder, compares: list[Compare], ops: list[Op]) -> str:
@@ -194,6 +207,48 @@ class PoolAllocator:
 
         Raises :class:`~podium.state.Conflict` when the pool is exhausted.
         """
+        value = await self._probed(pool) if self._spread > 0 else None
+        if value is None:
+            value = await self._lowest(pool, holder)
+        self._hold(pool, value, holder, compares, ops)
+        return pool.text(value)
+
+    async def _probed(self, pool: Pool) -> int | None:
+        """After a lost race: a random value found free by a get (``None``: none found)."""
+        seen = _seen(self._store).get(pool.name, set())
+        known = self._used.get(pool.name, seen) | self._taken.get(pool.name, set())
+        blocked = self._blocked(pool, known)
+        if pool.type in SPARSE and pool.size >= SPARSE_MIN:
+            candidates: Iterable[int] = (
+                self._rng.randint(pool.first, pool.last) for _ in range(MAX_PROBES)
+            )
+        elif pool.name in _seen(self._store) or pool.name in self._used:
+            lowest = list(_free(pool, blocked, self._spread))
+            candidates = self._rng.sample(lowest, min(MAX_PROBES, len(lowest)))
+        else:
+            return None  # nothing seen of this pool yet: read it
+        for value in candidates:
+            if value in blocked or (pool.type, value) in self._here:
+                continue
+            if await self._held(pool, value):
+                blocked.add(value)
+                seen.add(value)  # a hint for this process's next lost race
+                continue
+            return value
+        return None
+
+    async def _held(self, pool: Pool, value: int) -> bool:
+        """Whether ``value``'s pool key, or its index key (MACs, WWNs), exists now."""
+        text = pool.text(value)
+        gets = [Get(keys.pool_key(pool.name, text))]
+        index = index_key(pool.type, text)
+        if index is not None:
+            gets.append(Get(index))
+        res = await self._store.txn([], gets)
+        return any(r.kvs for r in res.results)
+
+    async def _lowest(self, pool: Pool, holder: Holder) -> int:
+        """The lowest free value of ``pool`` (from a random start, after a lost race)."""
         used = await self.used(pool)
         cursor = self._cursor.get(pool.name)
         if cursor is None:
@@ -224,8 +279,7 @@ class PoolAllocator:
                         break
                 continue
             self._cursor[pool.name] = value + 1
-            self._hold(pool, value, holder, compares, ops)
-            return text
+            return value
         raise _cluster.Conflict(
             f"Pool {pool.name!r}: {MAX_INDEX_SKIPS} of its free values are held by others "
             "(guests or overlapping pools): give it a range nobody else uses"
@@ -260,7 +314,6 @@ class PoolAllocator:
                 f"{holder.describe()}, or delete its holder first"
             )
         if pool is not None:
-            (await self.used(pool)).add(value)
             self._hold(pool, value, holder, compares, ops)
         else:
             self._index(kind, canon, holder, compares, ops)
@@ -298,7 +351,12 @@ class PoolAllocator:
         self, pool: Pool, value: int, holder: Holder, compares: list[Compare], ops: list[Op]
     ) -> None:
         text = pool.text(value)
-        self._used.setdefault(pool.name, set()).add(value)
+        self._taken.setdefault(pool.name, set()).add(value)
+        if pool.name in self._used:
+            self._used[pool.name].add(value)
+        seen = _seen(self._store).get(pool.name)
+        if seen is not None:
+            seen.add(value)  # racing appliers of this process pick others after a lost race
         self._here[(pool.type, value)] = holder
         key = keys.pool_key(pool.name, text)
         compares.append(Compare(key, "version", "=", 0))
@@ -313,6 +371,28 @@ class PoolAllocator:
         if index is not None:
             compares.append(Compare(index, "version", "=", 0))
             ops.append(Put(index, holder.index_value()))
+
+
+_SEEN: weakref.WeakKeyDictionary[Store, dict[str, set[int]]] = weakref.WeakKeyDictionary()
+
+
+def _seen(store: Store) -> dict[str, set[int]]:
+    """Per pool, the values this process last read held in ``store``, plus those its
+    allocators took or found held since: where to look after a lost race without
+    re-reading the pool. A hint only (stale either way); every take is still compared.
+    """
+    return _SEEN.setdefault(store, {})
+
+
+def _free(pool: Pool, blocked: set[int], count: int) -> Iterator[int]:
+    """The lowest ``count`` values of ``pool`` not in ``blocked`` (fewer if it is full)."""
+    n = pool.first
+    for _ in range(count):  # each step is bounded by len(blocked) in next_free
+        found = next_free(pool.first, pool.last, blocked, n)
+        if found is None:
+            return
+        yield found
+        n = found + 1
 
 
 def _mac_number(text: str) -> int:
