@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.lab.conftest import PODIUM, LeakGuard
+from tests.integration.lab.conftest import PODIUM, LeakGuard, new_guard, require_netns
+from tests.support.components import missing_component
 from tests.support.qemu_procs import qemu_processes
 
 
@@ -52,3 +57,30 @@ class Lab:
         procs = procs or qemu_processes(guest["status"]["uuid"])
         assert len(procs) == 1, procs
         return procs[0].cwd
+
+
+@contextlib.contextmanager
+def qemu_lab(
+    tmp: Path, *up_args: str, tools: tuple[str, ...] = ("qemu-system-x86_64", "qemu-img")
+) -> Iterator[Lab]:
+    """A qemu lab (``podium lab up --driver qemu UP_ARGS``) under ``tmp``, taken down
+    after, failing the test if anything of it is left (its leak guard)."""
+    require_netns()
+    for tool in tools:
+        if shutil.which(tool) is None:
+            missing_component(f"{tool} is not installed (scripts/setup installs it)")
+    guard = new_guard(tmp)
+    env = {**os.environ, "PODIUM_LAB_DIR": str(tmp), "PODIUM_QEMU_ACCEL": "tcg", "COLUMNS": "200"}
+    lab = Lab(guard, env, f"{guard.prefix}fab")
+    up = lab.podium("lab", "up", *up_args, "--driver", "qemu", "--json",
+                    "--name", guard.name, timeout=600)  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr
+        lab.info = json.loads(up.stdout)
+        env["PODIUM_CONFIG"] = lab.info["config"]
+        yield lab
+    finally:
+        down = lab.podium("lab", "down", "--name", guard.name)
+        leaks = guard.check()
+        assert down.returncode == 0, down.stderr
+        assert leaks == [], leaks

@@ -15,9 +15,7 @@ volumes to site s2's storage. Then:
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +25,7 @@ import pytest
 import yaml
 
 from podium.lab import kill_host
-from tests.integration.lab.conftest import new_guard, require_netns
-from tests.integration.lab.qemu_lab import Lab
-from tests.support.components import missing_component
+from tests.integration.lab.qemu_lab import Lab, qemu_lab
 from tests.support.guest_shell import guest_run
 
 pytestmark = pytest.mark.slow
@@ -60,26 +56,8 @@ def _site_a() -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require_netns()
-    for tool in ("qemu-system-x86_64", "qemu-img"):
-        if shutil.which(tool) is None:
-            missing_component(f"{tool} is not installed (scripts/setup installs it)")
-    tmp = tmp_path_factory.mktemp("dr")
-    guard = new_guard(tmp)
-    env = {**os.environ, "PODIUM_LAB_DIR": str(tmp), "PODIUM_QEMU_ACCEL": "tcg", "COLUMNS": "200"}
-    lab = Lab(guard, env, f"{guard.prefix}fab")
-    up = lab.podium("lab", "up", "--hosts", "4", "--sites", "2", "--driver", "qemu", "--json",
-                    "--name", guard.name, timeout=600)  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stderr
-        lab.info = json.loads(up.stdout)
-        env["PODIUM_CONFIG"] = lab.info["config"]
+    with qemu_lab(tmp_path_factory.mktemp("dr"), "--hosts", "4", "--sites", "2") as lab:
         yield lab
-    finally:
-        down = lab.podium("lab", "down", "--name", guard.name)
-        leaks = guard.check()
-        assert down.returncode == 0, down.stderr
-        assert leaks == [], leaks
 
 
 def _sh(lab: Lab, guest: dict[str, Any], command: str) -> str:
@@ -111,12 +89,15 @@ def _replica_after(lab: Lab, guest: str, after: float, timeout: float = 150) -> 
             and float(b.get("created", 0)) > after
         ]  # fmt: skip
         if done:
-            return done[-1]
+            last: dict[str, Any] = done[-1]
+            return last
         time.sleep(2)
     raise AssertionError(f"no replica of {guest} after {after} within {timeout} s: {items}")
 
 
-def _wait_state(lab: Lab, names: tuple[str, ...], hosts: set[str], timeout: float = 300) -> dict:
+def _wait_state(
+    lab: Lab, names: tuple[str, ...], hosts: set[str], timeout: float = 300
+) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     guests: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.lab.conftest import netns_run, new_guard, require_netns
-from tests.integration.lab.qemu_lab import Lab
-from tests.support.components import missing_component
+from tests.integration.lab.conftest import netns_run
+from tests.integration.lab.qemu_lab import Lab, qemu_lab
 from tests.support.guest_shell import guest_run
 from tests.support.qemu_procs import DoubleRunSampler, qemu_processes
 
@@ -60,26 +57,13 @@ def _ip(guest: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require_netns()
-    for tool in ("qemu-system-x86_64", "qemu-img", "nft"):
-        if shutil.which(tool) is None:
-            missing_component(f"{tool} is not installed (scripts/setup installs it)")
-    tmp = tmp_path_factory.mktemp("acceptance")
-    guard = new_guard(tmp)
-    env = {**os.environ, "PODIUM_LAB_DIR": str(tmp), "PODIUM_QEMU_ACCEL": "tcg", "COLUMNS": "200"}
-    lab = Lab(guard, env, f"{guard.prefix}fab")
-    up = lab.podium("lab", "up", "--hosts", "3", "--driver", "qemu", "--json",
-                    "--name", guard.name, timeout=600)  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stderr
-        lab.info = json.loads(up.stdout)
-        env["PODIUM_CONFIG"] = lab.info["config"]
+    with qemu_lab(
+        tmp_path_factory.mktemp("acceptance"),
+        "--hosts",
+        "3",
+        tools=("qemu-system-x86_64", "qemu-img", "nft"),
+    ) as lab:
         yield lab
-    finally:
-        down = lab.podium("lab", "down", "--name", guard.name)
-        leaks = guard.check()
-        assert down.returncode == 0, down.stderr
-        assert leaks == [], leaks
 
 
 def _count_rules(lab: Lab, pairs: dict[str, tuple[str, str]]) -> None:
