@@ -22,19 +22,10 @@ import pytest
 from podium.drivers import BackupError, BackupRequest, GuestConfig
 from podium.drivers.qemu import QemuDriver
 from tests.support.guest_shell import guest_run
+from tests.support.identity import HBA
 
 pytestmark = pytest.mark.slow
 
-HBA = {
-    "wwpn": "50:01:43:80:00:00:00:00",
-    "wwnn": "50:01:43:80:00:00:00:01",
-    "luns": [
-        {"lun": 0, "volume": "db/data", "wwn": "50:01:43:80:00:00:00:02",
-         "serial": "pd-db-data", "size_gib": 1},
-        {"lun": 1, "volume": "db/logs", "wwn": "50:01:43:80:00:00:00:03",
-         "serial": "pd-db-logs", "size_gib": 1},
-    ],
-}  # fmt: skip
 SPEC = {"request": {"cpu": 1, "memory_mib": 128}, "hbas": [HBA]}
 # each disk, as the guest finds it: the root by name, the LUNs by their WWN
 DISKS = {"root": "vda", "db/data": "5001438000000002", "db/logs": "5001438000000003"}

@@ -29,6 +29,7 @@ from podium.drivers.net._netlink import netlink
 from podium.drivers.qemu import QemuDriver
 from tests.support.components import missing_component
 from tests.support.guest_shell import guest_run
+from tests.support.identity import HBA
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +37,6 @@ NICS = [
     {"mac": "02:00:0a:00:00:11", "ip": "10.10.0.10/24", "vlan": 100, "network": "front"},
     {"mac": "02:00:0a:00:00:12", "ip": "10.20.0.10/24", "vlan": 200, "network": "back"},
 ]
-HBA = {
-    "wwpn": "50:01:43:80:00:00:00:00",
-    "wwnn": "50:01:43:80:00:00:00:01",
-    "luns": [
-        {"lun": 0, "volume": "db/data", "wwn": "50:01:43:80:00:00:00:02",
-         "serial": "pd-db-data", "size_gib": 1},
-        {"lun": 1, "volume": "db/logs", "wwn": "50:01:43:80:00:00:00:03",
-         "serial": "pd-db-logs", "size_gib": 1},
-    ],
-}  # fmt: skip
 
 
 def ip(*args: str) -> str:
