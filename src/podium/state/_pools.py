@@ -3,10 +3,11 @@
 ::
 
     PoolAllocator (one per transaction attempt; reads, never writes)
-      take(pool, holder)          first attempt: the lowest free value (reads the pool once)
-                                  after a lost race: a random free value, probed with a get
-                                  (big MAC/WWN pools: anywhere; others: among the lowest
-                                  ``spread`` free ones this process last saw), else as first
+      take(pool, holder)          no contention: the lowest free value (reads the pool once)
+                                  after a lost race, or while this process lost one on the
+                                  pool lately: a random free value, probed with a get (big
+                                  MAC/WWN pools: anywhere; others: among the lowest
+                                  ``spread`` free ones this process last saw), else as above
                                   MACs and WWNs also free in the global index
       claim(pool | type, value)   a fixed (imported) value: Conflict naming its holder
         -> Compare(/podium/pools/<pool>/<value>, version = 0) + Put({holder, uid, what})
@@ -22,10 +23,12 @@ guarded by its version=0 compares: the choice only decides how often a race is l
 
 from __future__ import annotations
 
+import math
 import random
+import time
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from podium.model import PoolSpecModel, PoolType, format_value, parse_value
@@ -37,6 +40,8 @@ MAX_INDEX_SKIPS = 256  # pool values found held in the index (by guests, other p
 MAX_PROBES = 16  # random values probed per take after a lost race, before reading the pool
 SPARSE_MIN = 4096  # a MAC/WWN pool this big is probed at random anywhere after a lost race
 SPARSE = (PoolType.MAC, PoolType.WWN)
+CONTENDED_S = 2.0  # a race lost on a pool this recently (this process): first takes probe too
+CONTENDED_SPREAD = 64  # ... among this many lowest free values
 LABELS = {
     PoolType.MAC: "MAC",
     PoolType.WWN: "WWN",
@@ -165,9 +170,13 @@ class PoolAllocator:
     one read of each pool. After a lost race the caller passes a larger ``spread``, and
     each take picks a random free value instead, so racing appliers stop choosing the
     same: anywhere in a big MAC or WWN pool, else among the lowest ``spread`` free
-    values this process last saw (:func:`_seen`, no re-read), each probed with a get
+    values this process last saw (:class:`_Hints`, no re-read), each probed with a get
     first; after :data:`MAX_PROBES` held ones it reads the pool as the first attempt.
+    A first attempt does the same (``spread`` :data:`CONTENDED_SPREAD`) while this
+    process lost a race on the pool in the last :data:`CONTENDED_S` seconds: under a
+    burst of appliers, only the lowest free value would make all but one lose again.
     ``fixed``: values some object of the transaction asks for by name, never taken.
+    ``clock``: monotonic seconds, for that window.
     """
 
     def __init__(
@@ -177,10 +186,13 @@ class PoolAllocator:
         spread: int = 0,
         fixed: Iterable[tuple[PoolType, int]] = (),
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._spread = spread
         self._rng = rng or random.Random()
+        self._clock = clock
+        self._hints = _hints(store)
         self._fixed: set[tuple[PoolType, int]] = set(fixed)
         self._used: dict[str, set[int]] = {}  # per pool read: held in the store or taken here
         self._taken: dict[str, set[int]] = {}  # per pool: taken or claimed here
@@ -198,7 +210,7 @@ class PoolAllocator:
                     used.add(parse_value(pool.type, kv.key[len(prefix) :]))
                 except ValueError:
                     continue  # not a value of this pool's type: ignore, never hand out
-            _seen(self._store)[pool.name] = set(used)
+            self._hints.seen[pool.name] = set(used)
             self._used[pool.name] = used | self._taken.get(pool.name, set())
         return self._used[pool.name]
 
@@ -207,23 +219,28 @@ class PoolAllocator:
 
         Raises :class:`~podium.state.Conflict` when the pool is exhausted.
         """
-        value = await self._probed(pool) if self._spread > 0 else None
+        spread = self._spread
+        if spread > 0:
+            self._hints.lost[pool.name] = self._clock()
+        elif self._clock() - self._hints.lost.get(pool.name, -math.inf) < CONTENDED_S:
+            spread = CONTENDED_SPREAD
+        value = await self._probed(pool, spread) if spread > 0 else None
         if value is None:
             value = await self._lowest(pool, holder)
         self._hold(pool, value, holder, compares, ops)
         return pool.text(value)
 
-    async def _probed(self, pool: Pool) -> int | None:
-        """After a lost race: a random value found free by a get (``None``: none found)."""
-        seen = _seen(self._store).get(pool.name, set())
+    async def _probed(self, pool: Pool, spread: int) -> int | None:
+        """Under contention: a random value found free by a get (``None``: none found)."""
+        seen = self._hints.seen.get(pool.name, set())
         known = self._used.get(pool.name, seen) | self._taken.get(pool.name, set())
         blocked = self._blocked(pool, known)
         if pool.type in SPARSE and pool.size >= SPARSE_MIN:
             candidates: Iterable[int] = (
                 self._rng.randint(pool.first, pool.last) for _ in range(MAX_PROBES)
             )
-        elif pool.name in _seen(self._store) or pool.name in self._used:
-            lowest = list(_free(pool, blocked, self._spread))
+        elif pool.name in self._hints.seen or pool.name in self._used:
+            lowest = list(_free(pool, blocked, spread))
             candidates = self._rng.sample(lowest, min(MAX_PROBES, len(lowest)))
         else:
             return None  # nothing seen of this pool yet: read it
@@ -354,7 +371,7 @@ class PoolAllocator:
         self._taken.setdefault(pool.name, set()).add(value)
         if pool.name in self._used:
             self._used[pool.name].add(value)
-        seen = _seen(self._store).get(pool.name)
+        seen = self._hints.seen.get(pool.name)
         if seen is not None:
             seen.add(value)  # racing appliers of this process pick others after a lost race
         self._here[(pool.type, value)] = holder
@@ -373,15 +390,24 @@ class PoolAllocator:
             ops.append(Put(index, holder.index_value()))
 
 
-_SEEN: weakref.WeakKeyDictionary[Store, dict[str, set[int]]] = weakref.WeakKeyDictionary()
+@dataclass(slots=True)
+class _Hints:
+    """What this process's allocators learnt of one store's pools, for the next ones.
 
-
-def _seen(store: Store) -> dict[str, set[int]]:
-    """Per pool, the values this process last read held in ``store``, plus those its
-    allocators took or found held since: where to look after a lost race without
-    re-reading the pool. A hint only (stale either way); every take is still compared.
+    Hints only (stale either way): every take is still compared at commit.
     """
-    return _SEEN.setdefault(store, {})
+
+    # per pool: the values last read held, plus those taken or found held since, so a
+    # retry looks for free values without re-reading the pool
+    seen: dict[str, set[int]] = field(default_factory=dict)
+    lost: dict[str, float] = field(default_factory=dict)  # per pool: when a race was lost
+
+
+_HINTS: weakref.WeakKeyDictionary[Store, _Hints] = weakref.WeakKeyDictionary()
+
+
+def _hints(store: Store) -> _Hints:
+    return _HINTS.setdefault(store, _Hints())
 
 
 def _free(pool: Pool, blocked: set[int], count: int) -> Iterator[int]:
