@@ -41,6 +41,7 @@ from podium.agent._plan import (
     plan_local,
     reports,
 )
+from podium.agent._routes import NetworkRouter, RuleSource, routes_loop
 from podium.agent._traffic import DEFAULT_INTERVAL as DEFAULT_TRAFFIC_INTERVAL
 from podium.agent._traffic import check_interval, traffic_loop
 from podium.agent._usage import DEFAULT_INTERVAL as DEFAULT_USAGE_INTERVAL
@@ -106,7 +107,9 @@ class Agent:
     between guests is reported every ``traffic_interval`` s if the driver is a
     ``FlowSource`` (``_traffic``); what each guest uses is measured every
     ``usage_interval`` s and sent with its status when it moved, if the driver is a
-    ``UsageSource`` (``_usage``).
+    ``UsageSource`` (``_usage``). With a ``router`` (``podium agent --router-netns``),
+    the host routes between the networks that network rules allow, following the
+    server's list every ``resync_interval`` s (``_routes``).
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Agent:
         console_interval: float = 2.0,
         traffic_interval: float = DEFAULT_TRAFFIC_INTERVAL,
         usage_interval: float = DEFAULT_USAGE_INTERVAL,
+        router: NetworkRouter | None = None,
     ) -> None:
         self.name = name
         self.link = link
@@ -152,6 +156,7 @@ class Agent:
         self._traffic_interval = check_interval(traffic_interval)
         self._usage_interval = check_usage_interval(usage_interval)
         self._usage = UsageReports()
+        self.router = router
         self.state = AgentState.STOPPED
         self.history: collections.deque[AgentState] = collections.deque(maxlen=256)
         self.registration: Registration | None = None
@@ -234,6 +239,11 @@ class Agent:
                                 wake=self._report_dirty.set,
                             )
                             supervise(tg, usage, name=f"{self.name}-usage")
+                        if self.router is not None and isinstance(self.link, RuleSource):
+                            rules = routes_loop(
+                                self.name, self.link, self.router, interval=self._resync_interval
+                            )
+                            supervise(tg, rules, name=f"{self.name}-routes")
                         _end_session(await self._hold_lease(registration))
                 except* _SessionEnded as group:
                     log.warning("agent %s: %s; registering again", self.name, group.exceptions[0])

@@ -7,6 +7,7 @@
           ──assignments[?watch]───> what to run    (PUT/DELETE lines)
           ──status(reports)───────> accepted / rejected (stale epoch: not yours any more)
                                     (a report may carry the guest's measured usage)
+          ──networks──────────────> the networks it routes between (network rules)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from podium.api._auth import HTTPError, require_host
 from podium.api._context import NDJSON, ApiContext, Ctx, Who
@@ -33,6 +35,7 @@ from podium.api.schemas import (
 )
 from podium.model import GuestState, HostName, HostSpec, Kind, Resources
 from podium.state import Conflict, StaleEpoch, keys, loads
+from podium.state._profiles import routed_networks
 from podium.store import LeaseNotFound
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
@@ -191,4 +194,33 @@ async def _report(ctx: ApiContext, host: str, report: StatusReport) -> bool:
         old.get("state") != report.state.value
         or old.get("epoch") != report.epoch
         or old.get("host") != host
+    )
+
+
+class RoutedNetwork(BaseModel):
+    """A network the hosts route, with the networks its guests may reach."""
+
+    name: str
+    vlan: int
+    subnet: str
+    gateway: str
+    peers: list[str]
+
+
+class RoutedNetworks(BaseModel):
+    networks: list[RoutedNetwork]
+    revision: int
+
+
+@router.get(
+    "/{host}/networks",
+    response_model=RoutedNetworks,
+    summary="The networks hosts route between: each with a rule peer (docs/profiles.md)",
+)
+async def networks(host: str, ctx: Ctx, who: Who) -> RoutedNetworks:
+    require_host(who, host)
+    routed, revision = await routed_networks(ctx.state)
+    return RoutedNetworks(
+        networks=[RoutedNetwork(**n) for n in routed],
+        revision=revision,
     )

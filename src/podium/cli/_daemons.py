@@ -226,6 +226,21 @@ def _parse_taints(taints: list[str]) -> dict[str, str]:
     return out
 
 
+def _router(drv: Any, host: str, netns: str) -> Any:
+    """The host's network-rules router (``--router-netns``), on the driver's OVS switch."""
+    from podium.drivers.net import OvsNetwork, Router  # noqa: PLC0415
+
+    ovs = getattr(getattr(drv, "network", None), "ovs", None)
+    if not isinstance(ovs, OvsNetwork):
+        fail(
+            "--router-netns needs the qemu driver with an Open vSwitch VLAN switch "
+            "(--ovs-db, and $PODIUM_BRIDGE for untagged NICs): the gateway ports join it"
+        )
+    if netns != "." and not Path(f"/run/netns/{netns}").exists():
+        fail(f"--router-netns {netns}: no such namespace (ip netns add {netns}), or '.' for ours")
+    return Router(ovs, host=host, netns=None if netns == "." else netns)
+
+
 def _server_urls(values: list[str]) -> list[str]:
     """The agent's ``--server`` values: repeated and/or comma-separated http(s) URLs.
 
@@ -335,6 +350,17 @@ def agent(
             "as access ports of their VLAN",
         ),
     ] = "brv",
+    router_netns: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PODIUM_ROUTER_NETNS",
+            metavar="NAME",
+            help="Route between the networks that network rules allow (Network spec.allow), "
+            "in this network namespace ('.': the agent's own): it turns IP forwarding on "
+            "there, so give a dedicated one on a real host (a lab host's own namespace is "
+            "one). Needs the qemu driver with --ovs-db. Unset: this host routes nothing",
+        ),
+    ] = None,
     replica_dir: Annotated[
         Path | None,
         typer.Option(
@@ -394,6 +420,8 @@ def agent(
     except (DriverError, OSError) as err:
         fail(f"cannot set up the {driver} driver: {err}")
 
+    router = _router(drv, name, router_netns) if router_netns is not None else None
+
     async def body() -> None:
         link = AgentLink(servers, token, ca_pem)
         node = Agent(
@@ -407,6 +435,7 @@ def agent(
             migration_address=migration_address,
             traffic_interval=traffic_interval,
             usage_interval=usage_interval,
+            router=router,
         )
         task = asyncio.create_task(node.run())
         loop = asyncio.get_running_loop()

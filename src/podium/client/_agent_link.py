@@ -7,6 +7,7 @@
                                                    | /{host}/migrations
                                                    | /{host}/console/{guest}
                                                    | /{host}/traffic
+                                                   | /{host}/networks (network rules)
     errors:  no answer, 5xx, 409 (host still alive) ──> LinkError     (retry later)
              410 (lease gone)                        ──> LeaseExpired  (fence, register again)
              401, 403, other 4xx                     ──> AgentError    (not retryable)
@@ -162,6 +163,11 @@ class AgentLink:
 
     async def report_traffic(self, host: str, report: JSON) -> None:
         await self._call("POST", f"/api/v1/agent/{host}/traffic", report)
+
+    async def networks(self, host: str) -> tuple[list[JSON], int]:
+        """The networks hosts route between (network rules), and the revision read at."""
+        answer = await self._call("GET", f"/api/v1/agent/{host}/networks")
+        return list(answer["networks"]), int(answer["revision"])
 
     async def close(self) -> None:
         if not self._closed:

@@ -14,7 +14,7 @@
                            PODIUM_BRIDGE=br0, --data-dir <lab dir>/data shared by all hosts
                            (--sites N: one data dir per site, and PODIUM_REPLICA_DIR the
                            next site's replica folder),
-                           --ovs-db/--ovs-bridge where the host has OVS)
+                           --ovs-db/--ovs-bridge/--router-netns where the host has OVS)
         ──> every host ready ──> lab.json (status up) ──> LabInfo
     any failure (or Ctrl-C) ──> teardown of what was made ──> LabError
 """
@@ -264,6 +264,8 @@ def agent_argv(state: LabState, ip: str, host: HostLayout) -> tuple[list[str], d
     if host.name in state.ovs:
         socket = db_socket(ovs_home(state.dir, host.name))
         argv += ["--ovs-db", socket, "--ovs-bridge", host.vlan_bridge]
+        # network rules: the lab host's namespace is the host, and goes at lab down
+        argv += ["--router-netns", host.netns]
     env = {**os.environ, BRIDGE_ENV: host.bridge}
     if replicas is not None:
         replicas.mkdir(parents=True, exist_ok=True, mode=0o700)

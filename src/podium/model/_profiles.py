@@ -253,13 +253,29 @@ Name = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class NetworkSpecModel(_Frozen):
-    """A layer-2 network: its VLAN (fixed or from a vlan pool) and optional ip pool."""
+    """A layer-2 network: its VLAN (fixed or from a vlan pool) and optional ip pool.
+
+    ``allow``: the networks whose guests may talk to this one's, routed by the hosts
+    (a rule is symmetric: A and B talk when either allows the other; docs/profiles.md).
+    """
 
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     vlan_pool: Name | None = None
     ip_pool: Name | None = None
+    allow: list[Name] | None = None
 
     _names = field_validator("vlan_pool", "ip_pool")(_check_name)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for name in value:
+            _check_name(name)
+        if len(set(value)) != len(value):
+            raise ValueError(f"allow names a network twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _one_vlan(self) -> NetworkSpecModel:

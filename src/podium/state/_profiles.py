@@ -4,6 +4,8 @@
 
     ClusterState.apply(manifests)      (Pools, then Networks, Profiles, then the rest)
       Network  ──> identity {vlan (fixed | from vlan_pool), subnet, gateway, ip_pool?}
+                   (spec.allow: network rules, the one part of a realised spec that may
+                   change; both ends need a gateway; peers = the symmetric closure)
       Profile  ──> identity {nics [{network, vlan, mac, ip, gw}], hbas [{wwpn, wwnn,
                    luns [{lun, volume, wwn, serial, size_gib}]}], boot}; record["holds"]
       Guest(profile) ──> record nics/hbas/boot = the profile's identity
@@ -69,6 +71,8 @@ class Realiser:
         self._here: dict[tuple[Kind, str], JSON] = {}  # records this apply writes or keeps
         self._compared: set[str] = set()
         self._worn: dict[str, str] = {}  # profile -> guest, in this apply
+        # Networks of this apply, so a rule may name one applied later in the same file
+        self._applied = {m.name: m.spec for m in manifests if m.kind is Kind.NETWORK}
 
     def note(self, record: JSON) -> None:
         """``record`` is written (or kept, already compared) by this apply."""
@@ -130,6 +134,47 @@ class Realiser:
             identity.update(subnet=ipool.subnet, gateway=ipool.gateway, ip_pool=ipool.name)
         record["identity"] = identity
         record["holds"] = _keys_put(ops[start:])
+        await self._check_allow(name, spec, identity, compares)
+
+    async def _check_allow(
+        self, name: str, spec: JSON, identity: JSON, compares: list[Compare]
+    ) -> None:
+        """Raise ``Conflict`` unless each network ``spec.allow`` names exists and both it
+        and this one have a gateway (the hosts route between gateways)."""
+        allow = list(spec.get("allow") or [])
+        if not allow:
+            return
+        if name in allow:
+            raise _cluster.Conflict(
+                f"Network {name!r}: allow names the network itself; guests on one network "
+                "always reach each other: leave it out"
+            )
+        fix = "an ip_pool whose Pool has a gateway (the hosts route between gateways)"
+        if not identity.get("gateway"):
+            raise _cluster.Conflict(
+                f"Network {name!r} allows {', '.join(allow)} but has no gateway: give it {fix}"
+            )
+        by = f"Network {name!r} allow"
+        for peer in allow:
+            if not await self._gateway_of(peer, by, compares):
+                raise _cluster.Conflict(
+                    f"Network {name!r} allows Network {peer!r}, which has no gateway: "
+                    f"give {peer!r} {fix}"
+                )
+
+    async def _gateway_of(self, network: str, by: str, compares: list[Compare]) -> str | None:
+        """The gateway of ``network``: realised, or of a network this apply creates."""
+        if (Kind.NETWORK, network) not in self._here and network in self._applied:
+            kv = await self._state.store.get(keys.object_key(Kind.NETWORK, network))
+            if kv is None:  # created later in this apply: its pool tells the gateway
+                ip_pool = self._applied[network].get("ip_pool")
+                if not ip_pool:
+                    return None
+                types = [PoolType.IPV4, PoolType.IPV6]
+                return (await self._pool(ip_pool, types, by, compares)).gateway
+        record = await self._ref(Kind.NETWORK, network, by, compares)
+        gateway: str | None = (record.get("identity") or {}).get("gateway")
+        return gateway
 
     async def _profile(self, record: JSON, compares: list[Compare], ops: list[Op]) -> None:
         spec, name, uid = record["spec"], record["name"], record["uid"]
@@ -222,11 +267,13 @@ class Realiser:
         if kind is Kind.POOL:
             await self._repool(name, old, new)
         elif kind is Kind.NETWORK:
-            raise _cluster.Conflict(
-                f"Network {name!r} is realised (VLAN {current['identity']['vlan']}): its vlan, "
-                "vlan_pool and ip_pool cannot change; delete it (and the profiles on it) and "
-                "apply it again"
-            )
+            if _without_allow(old) != _without_allow(new):
+                raise _cluster.Conflict(
+                    f"Network {name!r} is realised (VLAN {current['identity']['vlan']}): its "
+                    "vlan, vlan_pool and ip_pool cannot change (allow can); delete it (and the "
+                    "profiles on it) and apply it again"
+                )
+            await self._check_allow(name, new, current["identity"], compares)
         elif kind is Kind.PROFILE:
             for part in ("nics", "hbas"):
                 if old.get(part, []) != new.get(part, []):
@@ -407,6 +454,54 @@ class Rehomed:
     ips: dict[str, str]  # old address -> new ("" : none on the new network)
 
 
+def _without_allow(spec: JSON) -> JSON:
+    return {k: v for k, v in spec.items() if k != "allow"}
+
+
+def rule_peers(networks: Sequence[JSON]) -> dict[str, list[str]]:
+    """Each network's peers: the networks its guests may reach through the hosts' routers.
+
+    Symmetric: A and B are peers when either allows the other. Only networks that exist,
+    are not being deleted and have a gateway count (an apply refuses a rule without
+    gateways; a deleted network's name left in another's ``allow`` is ignored).
+    """
+    routable = {
+        n["name"]
+        for n in networks
+        if not n.get("deleting") and (n.get("identity") or {}).get("gateway")
+    }
+    peers: dict[str, set[str]] = {name: set() for name in routable}
+    for n in networks:
+        if n["name"] not in routable:
+            continue
+        for other in n["spec"].get("allow") or []:
+            if other in routable and other != n["name"]:
+                peers[n["name"]].add(other)
+                peers[other].add(n["name"])
+    return {name: sorted(p) for name, p in sorted(peers.items())}
+
+
+async def routed_networks(state: _cluster.ClusterState) -> tuple[list[JSON], int]:
+    """What every host routes (``GET /api/v1/agent/{host}/networks``): each network with at
+    least one peer, ``{name, vlan, subnet, gateway, peers}``, and the revision read at."""
+    records, revision = await state.list_records(Kind.NETWORK)
+    by_name = {r["name"]: r for r in records}
+    out = []
+    for name, peers in rule_peers(records).items():
+        if peers:
+            identity = by_name[name]["identity"]
+            out.append(
+                {
+                    "name": name,
+                    "vlan": identity["vlan"],
+                    "subnet": identity["subnet"],
+                    "gateway": identity["gateway"],
+                    "peers": peers,
+                }
+            )
+    return out, revision
+
+
 def _pool_key_of(holds: Sequence[str], addr: str | None) -> str | None:
     """The pool key among ``holds`` that holds IP ``addr`` (MAC and WWN keys never match)."""
     if addr is None:
@@ -482,7 +577,7 @@ async def _user(state: _cluster.ClusterState, kind: Kind, name: str) -> str | No
 
 
 async def views(state: _cluster.ClusterState, kind: Kind, records: list[JSON]) -> list[JSON]:
-    """API views of Pools (size, used, free), Networks (identity, profiles) and Profiles
+    """API views of Pools (size, used, free), Networks (identity, profiles, rule peers) and Profiles
     (identity, the guest wearing it, where that guest runs and its state; a protected
     profile's replication: ``protection``)."""
     out = []
@@ -499,12 +594,15 @@ async def views(state: _cluster.ClusterState, kind: Kind, records: list[JSON]) -
             out.append(_status(r, status))
     elif kind is Kind.NETWORK:
         profiles = (await state.list_records(Kind.PROFILE))[0]
+        peers = rule_peers((await state.list_records(Kind.NETWORK))[0])
         for r in records:
             count = sum(
                 any(n.get("network") == r["name"] for n in p["spec"].get("nics", []))
                 for p in profiles
             )
-            out.append(_status(r, {"identity": r.get("identity"), "profiles": count}))
+            status = {"identity": r.get("identity"), "profiles": count}
+            status["peers"] = peers.get(r["name"], [])
+            out.append(_status(r, status))
     else:
         uses = await state._map(keys.PROFILE_USE)
         guests = {g["name"]: g for g in (await state.list_records(Kind.GUEST))[0]}

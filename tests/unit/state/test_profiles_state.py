@@ -97,6 +97,7 @@ async def test_pool_and_network_views(state: ClusterState) -> None:
             "ip_pool": "front-ips",
         },
         "profiles": 1,
+        "peers": [],
     }
 
 

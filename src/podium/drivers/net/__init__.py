@@ -16,6 +16,8 @@
                         a guest NIC's bandwidth limit: tbf on the tap, ifb for what it sends (_tc)
     BridgeFlows         bytes per (source MAC, destination MAC) entering the bridges:
                         an nftables bridge-family set, over the nft command (_flows)
+    Router              network rules: a gateway port per routed VLAN on the OVS switch,
+                        forwarding only between allowed networks (nftables) (_router)
     all of it over pyroute2 (netlink), behind _netlink; every failure is a NetworkError
 """
 
@@ -44,6 +46,7 @@ from podium.drivers.net._fabric import (
 from podium.drivers.net._flows import BridgeFlows
 from podium.drivers.net._ovs import OvsNetwork
 from podium.drivers.net._protocol import ChecksumAware, HostNetwork, NetworkError
+from podium.drivers.net._router import RoutedNetwork, Router, gateway_mac
 from podium.drivers.net._switch import HostSwitch, drop_tagged
 from podium.drivers.net._tc import TapLimit, clear_tap, ifb_name, limit_tap, tap_limit
 
@@ -57,6 +60,8 @@ __all__ = [
     "NetworkError",
     "OvsNetwork",
     "PortVlan",
+    "RoutedNetwork",
+    "Router",
     "TapLimit",
     "clear_tap",
     "create_namespace",
@@ -66,6 +71,7 @@ __all__ = [
     "ensure_address",
     "ensure_bridge",
     "ensure_veth",
+    "gateway_mac",
     "ifb_name",
     "is_tap_name",
     "kernel_filters_vlans",
