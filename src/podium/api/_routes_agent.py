@@ -35,7 +35,7 @@ from podium.api.schemas import (
 )
 from podium.model import GuestState, HostName, HostSpec, Kind, Resources
 from podium.state import Conflict, StaleEpoch, keys, loads
-from podium.state._profiles import routed_networks
+from podium.state._identities import routed_networks
 from podium.store import LeaseNotFound
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])

@@ -25,7 +25,7 @@ from podium.model import (
     Manifest,
     Resources,
 )
-from podium.state import _binds, _ipam, _migrations, _profiles, keys
+from podium.state import _binds, _identities, _ipam, _migrations, _profiles, keys
 from podium.store import Compare, Delete, InvalidRequest, KeyValue, Op, Put, Store
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class ClusterState:
         """API views of every object of a kind, and the revision they were read at."""
         records, revision = await self.list_records(kind)
         if kind in _profiles.KINDS:
-            return await _profiles.views(self, kind, records), revision
+            return await _identities.views(self, kind, records), revision
         if kind is Kind.GUEST:
             return await self._guest_views(records), revision
         if kind is Kind.HOST:
@@ -243,7 +243,7 @@ class ClusterState:
 
     async def _view(self, kind: Kind, record: JSON) -> JSON:
         if kind in _profiles.KINDS:
-            return (await _profiles.views(self, kind, [record]))[0]
+            return (await _identities.views(self, kind, [record]))[0]
         if kind is Kind.GUEST:
             return (await self._guest_views([record]))[0]
         if kind is Kind.HOST:
@@ -315,7 +315,7 @@ class ClusterState:
         Pool, Network or Profile in use; :class:`GuardFailed` if one of ``guard`` fails.
         """
         if kind in _profiles.KINDS:
-            return await _profiles.delete(self, kind, name, guard)
+            return await _identities.delete(self, kind, name, guard)
         key = keys.object_key(kind, name)
         record, kv = await self._get_json(key)
         if kv is None:

@@ -9,7 +9,7 @@ import pytest
 
 from podium.model import Kind, Manifest, ManifestError, validate_document
 from podium.state import ClusterState, Conflict
-from podium.state._profiles import routed_networks, rule_peers
+from podium.state._identities import routed_networks, rule_peers
 from podium.store.memory import MemoryStore
 
 
