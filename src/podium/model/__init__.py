@@ -23,6 +23,7 @@ from podium.model._profiles import (
     lun_serial,
     parse_range,
     parse_value,
+    wear_qos,
 )
 from podium.model._qos import DEFAULT_SHARES, limits_of, shares_of, toleration_matches
 from podium.model._types import (
@@ -80,4 +81,5 @@ __all__ = [
     "shares_of",
     "toleration_matches",
     "validate_document",
+    "wear_qos",
 ]

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from podium.model._qos import QosModel, merge_reservations, stored_qos
+
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 NAME_HINT = "lowercase letters, digits and '-', 1-63 characters, starting and ending alphanumeric"
 MAX_POOL_SIZE = 1 << 24  # values per pool: a pool's keys are read whole when allocating
@@ -385,7 +387,7 @@ def _default_boot() -> list[BootDevice]:
 
 
 class ProfileSpecModel(_Frozen):
-    """A server's identity: NICs, HBAs with their LUNs, boot order, protection."""
+    """A server's identity: NICs, HBAs with their LUNs, boot order, QoS class, protection."""
 
     nics: Annotated[list[ProfileNicModel], Field(max_length=MAX_PROFILE_NICS)] = Field(
         default_factory=list
@@ -393,6 +395,16 @@ class ProfileSpecModel(_Frozen):
     hbas: Annotated[list[HbaModel], Field(max_length=MAX_HBAS)] = Field(default_factory=list)
     boot: list[BootDevice] = Field(default_factory=_default_boot)
     protection: ProtectionModel | None = None
+    # The identity's QoS class: reservations, limits and shares per dimension, as a
+    # Guest's ``qos``; its wearer gets them unless the Guest declares a qos of its own.
+    qos: QosModel | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("qos") is not None:  # only the dimensions the class sets
+            data["qos"] = {k: v for k, v in data["qos"].items() if v is not None}
+        return {k: v for k, v in data.items() if v is not None}
 
     @model_validator(mode="after")
     def _unique(self) -> ProfileSpecModel:
@@ -405,6 +417,21 @@ class ProfileSpecModel(_Frozen):
         _no_repeats("WWN", [w for h in self.hbas for w in (h.wwpn, h.wwnn)])
         _no_repeats("volume", [lun.volume for h in self.hbas for lun in h.luns])
         return self
+
+
+def wear_qos(guest_spec: dict[str, Any], profile_qos: dict[str, Any] | None) -> dict[str, Any]:
+    """The wearer's spec under its profile's QoS class: the class's reservations become
+    its request, its limits and shares its ``qos``; a Guest with a ``qos`` of its own
+    keeps it. Raises ``ValueError`` when a limit of the class is below the request."""
+    if not profile_qos or guest_spec.get("qos"):
+        return guest_spec
+    qos = QosModel.model_validate(profile_qos)
+    request = merge_reservations(guest_spec.get("request", {}), set(), qos)
+    out = {**guest_spec, "request": request}
+    kept = stored_qos(qos)
+    if kept:
+        out["qos"] = kept
+    return out
 
 
 def _no_repeats(what: str, values: list[str | None]) -> None:

@@ -166,12 +166,13 @@ class ClusterState:
                     actions[(m.kind.value, m.name)] = "created"
                 else:
                     compares.append(Compare(key, "mod", "=", kv.mod_revision))
-                    if current["spec"] == m.spec and not current.get("deleting"):
+                    spec = _profiles.worn_spec(current, m.spec) if m.kind is Kind.GUEST else m.spec
+                    if current["spec"] == spec and not current.get("deleting"):
                         idents.note(current)
                         actions[(m.kind.value, m.name)] = "unchanged"
                         continue
                     record = {k: v for k, v in current.items() if k != "deleting"}
-                    record["spec"] = m.spec
+                    record["spec"] = spec
                     if m.kind is Kind.GUEST:
                         _profiles.check_rewear(current, record)
                         await nics.reconfigure(current, record, compares, ops)

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from podium.model import Kind, Manifest, PoolType, lun_serial, parse_value
+from podium.model import Kind, Manifest, PoolType, lun_serial, parse_value, wear_qos
 from podium.state import _cluster, keys
 from podium.state._pools import Holder, Pool, PoolAllocator
 from podium.store import Compare, Delete, Op, Put
@@ -433,6 +433,22 @@ class Realiser:
         ops.append(Put(key, _cluster.dumps({"guest": name, "uid": record["uid"]})))
         identity = prof["identity"]
         record.update(nics=identity["nics"], hbas=identity["hbas"], boot=identity["boot"])
+        if prof["spec"].get("qos"):  # kept: a re-apply of the guest gets the same class
+            record["class_qos"] = prof["spec"]["qos"]
+        record["spec"] = worn_spec(record, record["spec"])
+
+
+def worn_spec(record: JSON, spec: JSON) -> JSON:
+    """``spec`` (as declared) under the QoS class the guest ``record`` took from its
+    profile when it was created (``class_qos``), unless it declares a qos of its own.
+    Raises :class:`~podium.state.Conflict` if a limit of the class is below its request."""
+    try:
+        return wear_qos(spec, record.get("class_qos"))
+    except ValueError as err:
+        raise _cluster.Conflict(
+            f"Guest {record['name']!r} cannot wear Profile {spec.get('profile')!r}: {err} "
+            "(raise the class's limit, or give the guest a qos of its own)"
+        ) from err
 
 
 def check_rewear(current: JSON, record: JSON) -> None:
