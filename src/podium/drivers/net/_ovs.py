@@ -21,7 +21,6 @@ partial checksums unfixed, so a guest NIC on it must not offload checksums
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from podium.drivers.net._bridge import (
     tap_mac,
     tap_name,
 )
+from podium.drivers.net._command import run_tool
 from podium.drivers.net._fabric import find_link
 from podium.drivers.net._netlink import netlink
 from podium.drivers.net._protocol import NetworkError
@@ -47,20 +47,11 @@ Runner = Callable[[Sequence[str]], str]  # argv -> stdout; raises NetworkError
 
 def _run(argv: Sequence[str]) -> str:
     """Run ``argv`` (bounded), return its stdout; every failure is a NetworkError."""
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=TIMEOUT + 5, check=False
-        )
-    except FileNotFoundError as err:
-        raise NetworkError(
-            f"{argv[0]} not found: install Open vSwitch (apt-get install openvswitch-switch)"
-        ) from err
-    except subprocess.TimeoutExpired as err:
-        raise NetworkError(f"{' '.join(argv)}: no answer within {TIMEOUT + 5} s") from err
-    if done.returncode != 0:
-        why = done.stderr.strip() or f"exit status {done.returncode}"
-        raise NetworkError(f"{' '.join(argv)}: {why}")
-    return done.stdout
+    return run_tool(
+        argv,
+        timeout=TIMEOUT + 5,
+        missing="install Open vSwitch (apt-get install openvswitch-switch)",
+    )
 
 
 def db_target(db: str) -> str:

@@ -49,12 +49,12 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from podium.drivers.net._bridge import check_vlan
+from podium.drivers.net._command import run_tool
 from podium.drivers.net._flows import NFT
 from podium.drivers.net._ovs import OvsNetwork
 from podium.drivers.net._protocol import NetworkError
@@ -81,20 +81,12 @@ Runner = Callable[[Sequence[str], str | None], str]  # (argv, stdin) -> stdout; 
 
 def _run(argv: Sequence[str], stdin: str | None) -> str:
     """Run ``argv`` (bounded), return its stdout; every failure is a NetworkError."""
-    try:
-        done = subprocess.run(
-            list(argv), input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False
-        )
-    except FileNotFoundError as err:
-        raise NetworkError(
-            f"{argv[0]} not found: network rules need iproute2, procps (sysctl) and nftables"
-        ) from err
-    except subprocess.TimeoutExpired as err:
-        raise NetworkError(f"{' '.join(argv)}: no answer within {TIMEOUT} s") from err
-    if done.returncode != 0:
-        why = done.stderr.strip() or f"exit status {done.returncode}"
-        raise NetworkError(f"{' '.join(argv)}: {why}")
-    return done.stdout
+    return run_tool(
+        argv,
+        timeout=TIMEOUT,
+        stdin=stdin,
+        missing="network rules need iproute2, procps (sysctl) and nftables",
+    )
 
 
 @dataclass(frozen=True, slots=True)
