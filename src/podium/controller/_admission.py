@@ -33,6 +33,7 @@ cluster): admission does not refuse there, so hosts can join after apps are decl
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from podium.model import DIMENSIONS, Kind, Manifest, Resources
+from podium.model import DIMENSIONS, Kind, Manifest, Resources, wear_qos
 from podium.scheduler import FrameworkScheduler, default_scheduler
 from podium.scheduler._migration import guest_request_of, host_row_of
 from podium.scheduler._table import Floats, GuestRequest, HostRow, HostTable, PlacementRequest
@@ -229,12 +230,32 @@ class AdmissionControl:
         host_views, _ = await state.list_objects(Kind.HOST)
         guest_views, _ = await state.list_objects(Kind.GUEST)
         hosts = [host_row_of(h) for h in host_views]
+        manifests = await worn(state, manifests)
         before = demand_after(guest_views, [])
         after = demand_after(guest_views, manifests)
         what = ", ".join(describe(m) for m in manifests if m.kind in (Kind.APP, Kind.GUEST))
         return check_promise(
             hosts, before, after, failures=self.failures, spares=self.spares, what=what
         )
+
+
+async def worn(state: ClusterState, manifests: Sequence[Manifest]) -> list[Manifest]:
+    """``manifests`` with each new profile wearer's spec under its profile's QoS class
+    (the request the guest will have), so the promise is checked on what it will hold."""
+    profiles = {m.name: m.spec for m in manifests if m.kind is Kind.PROFILE}
+    out = []
+    for m in manifests:
+        name = m.spec.get("profile") if m.kind is Kind.GUEST else None
+        effective = m
+        if name and not m.spec.get("qos"):
+            spec = profiles.get(name)
+            if spec is None:
+                record = await state.get_record(Kind.PROFILE, name)
+                spec = record["spec"] if record else {}
+            with contextlib.suppress(ValueError):  # a class that does not fit: apply says so
+                effective = replace(m, spec=wear_qos(m.spec, spec.get("qos")))
+        out.append(effective)
+    return out
 
 
 def spare_cordons(spares: Iterable[str], hosts: Mapping[str, HostRow]) -> dict[str, HostRow]:

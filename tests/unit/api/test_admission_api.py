@@ -43,3 +43,21 @@ async def test_an_app_past_the_promise_is_refused_and_a_smaller_one_admitted(
     admitted = await admin.post("/api/v1/apply", json={"source": "web.yaml", "documents": [web(4)]})
     assert admitted.status_code == 200, admitted.text
     assert admitted.json()["results"][0]["action"] == "created"
+
+
+async def test_a_profile_wearer_is_admitted_on_the_request_its_qos_class_gives_it(
+    state: ClusterState, admin: httpx.AsyncClient
+) -> None:
+    for name in ("h1", "h2", "h3"):
+        lease = await state.store.grant(600)
+        await state.register_host(
+            HostName(name), HostSpec(CAP), lease=lease.id, driver="sim", agent_version="t"
+        )
+    big = {"kind": "Profile", "name": "big", "spec": {"qos": {"cpu": {"reservation": 4}}}}
+    guest = {"kind": "Guest", "name": "g", "spec": {"profile": "big", "request": {"cpu": 1}}}
+    ok = await admin.post("/api/v1/apply", json={"source": "a.yaml", "documents": [big, guest]})
+    assert ok.status_code == 200, ok.text  # 4 of 12 CPUs: a host's loss still fits
+    more = [{**guest, "name": f"g{i}"} for i in range(2)]  # +8 CPUs by the class, not +2
+    refused = await admin.post("/api/v1/apply", json={"source": "b.yaml", "documents": more})
+    assert refused.status_code == 409, refused.text
+    assert "cpu 4" in refused.json()["error"]
