@@ -3,7 +3,7 @@
 ::
 
     views(kind, records)   Pool: {size, used, free}; Network: {identity, profiles, peers};
-                           Profile: {identity, guest, host, guest_state, protection?}
+                           Profile: {identity, guest, host, site, state, protection?}
     rule_peers(networks)   each network's peers: A and B when either allows the other
     routed_networks()      what every host routes (GET /api/v1/agent/{host}/networks)
     delete(kind, name)     a Profile releases every key it holds; a Pool or Network is
@@ -163,12 +163,17 @@ async def views(state: _cluster.ClusterState, kind: Kind, records: list[JSON]) -
         guests = {g["name"]: g for g in (await state.list_records(Kind.GUEST))[0]}
         wearers = [guests[u["guest"]] for u in uses.values() if u["guest"] in guests]
         shown = {g["name"]: g for g in await state._guest_views(wearers)}
+        sites = {
+            h["name"]: (h["spec"].get("labels") or {}).get("site")
+            for h in (await state.list_records(Kind.HOST))[0]
+        }
         for r in records:
             guest = (uses.get(r["name"]) or {}).get("guest")
             view = shown.get(guest or "")
             host = view["status"]["host"] if view else None
             state_now = view["status"]["state"] if view else None
             status = {"identity": r.get("identity"), "guest": guest, "host": host}
+            status["site"] = sites.get(host) if host else None  # where the identity lives
             status["state"] = state_now
             if r["spec"].get("protection"):
                 wearer = guests.get(guest or "")
