@@ -21,6 +21,14 @@ def app(state: ClusterState, clock: Clock) -> FastAPI:
     return create_app(state, host_ttl=4, clock=clock, admission=AdmissionControl(failures=1))
 
 
+async def three_hosts(state: ClusterState) -> None:
+    for name in ("h1", "h2", "h3"):
+        lease = await state.store.grant(600)
+        await state.register_host(
+            HostName(name), HostSpec(CAP), lease=lease.id, driver="sim", agent_version="t"
+        )
+
+
 def web(replicas: int) -> dict[str, object]:
     spec = {"replicas": replicas, "image": "tiny", "request": {"cpu": 2, "memory_mib": 1024}}
     return {"kind": "App", "name": "web", "spec": spec}
@@ -29,11 +37,7 @@ def web(replicas: int) -> dict[str, object]:
 async def test_an_app_past_the_promise_is_refused_and_a_smaller_one_admitted(
     state: ClusterState, admin: httpx.AsyncClient
 ) -> None:
-    for name in ("h1", "h2", "h3"):
-        lease = await state.store.grant(600)
-        await state.register_host(
-            HostName(name), HostSpec(CAP), lease=lease.id, driver="sim", agent_version="t"
-        )
+    await three_hosts(state)
     refused = await admin.post("/api/v1/apply", json={"source": "web.yaml", "documents": [web(5)]})
     assert refused.status_code == 409, refused.text
     error = refused.json()["error"]
@@ -48,11 +52,7 @@ async def test_an_app_past_the_promise_is_refused_and_a_smaller_one_admitted(
 async def test_a_profile_wearer_is_admitted_on_the_request_its_qos_class_gives_it(
     state: ClusterState, admin: httpx.AsyncClient
 ) -> None:
-    for name in ("h1", "h2", "h3"):
-        lease = await state.store.grant(600)
-        await state.register_host(
-            HostName(name), HostSpec(CAP), lease=lease.id, driver="sim", agent_version="t"
-        )
+    await three_hosts(state)
     big = {"kind": "Profile", "name": "big", "spec": {"qos": {"cpu": {"reservation": 4}}}}
     guest = {"kind": "Guest", "name": "g", "spec": {"profile": "big", "request": {"cpu": 1}}}
     ok = await admin.post("/api/v1/apply", json={"source": "a.yaml", "documents": [big, guest]})
