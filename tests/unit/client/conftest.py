@@ -8,9 +8,13 @@ import pytest
 from fastapi import FastAPI
 
 from podium.api import context_of, create_app
-from podium.client import ClientConfig
+from podium.client import AgentLink, ClientConfig
 from podium.state import ClusterState
 from podium.store.memory import MemoryStore
+from tests.support.server import StreamingASGITransport
+
+# what the agents of these tests offer
+CAPACITY = {"cpu": 4, "memory_mib": 4096, "iops": 100, "net_mbps": 100}
 
 
 @pytest.fixture
@@ -31,3 +35,12 @@ def app(state: ClusterState) -> AsyncIterator[FastAPI]:
 async def config(state: ClusterState) -> ClientConfig:
     token = await state.create_token("admin")
     return ClientConfig(server="http://podium", ca_pem=None, token=token, path="/etc/admin.conf")
+
+
+@pytest.fixture
+async def link(app: FastAPI, state: ClusterState) -> AsyncIterator[AgentLink]:
+    """An agent's link to the app, holding a join token (register it to use it)."""
+    token = await state.create_token("join")
+    link = AgentLink("http://podium", token, None, transport=StreamingASGITransport(app))
+    yield link
+    await link.close()

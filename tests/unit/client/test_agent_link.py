@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,16 +14,7 @@ from podium.client import AgentLink
 from podium.model import Kind, Manifest
 from podium.state import ClusterState
 from tests.support.server import StreamingASGITransport
-
-CAPACITY = {"cpu": 4, "memory_mib": 4096, "iops": 100, "net_mbps": 100}
-
-
-@pytest.fixture
-async def link(app: FastAPI, state: ClusterState) -> AsyncIterator[AgentLink]:
-    token = await state.create_token("join")
-    link = AgentLink("http://podium", token, None, transport=StreamingASGITransport(app))
-    yield link
-    await link.close()
+from tests.unit.client.conftest import CAPACITY
 
 
 def fake_link(status: int, body: dict[str, str]) -> AgentLink:

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from fastapi import FastAPI
 
 from podium.agent import AgentError
 from podium.agent._routes import RuleSource
 from podium.client import AgentLink
 from podium.model import validate_document
 from podium.state import ClusterState
-from tests.support.server import StreamingASGITransport
-
-CAPACITY = {"cpu": 4, "memory_mib": 4096, "iops": 100, "net_mbps": 100}
-
-
-@pytest.fixture
-async def link(app: FastAPI, state: ClusterState) -> AsyncIterator[AgentLink]:
-    token = await state.create_token("join")
-    link = AgentLink("http://podium", token, None, transport=StreamingASGITransport(app))
-    yield link
-    await link.close()
+from tests.unit.client.conftest import CAPACITY
 
 
 async def test_networks_lists_what_the_host_routes(link: AgentLink, state: ClusterState) -> None:

@@ -12,8 +12,8 @@ from podium.client import AgentLink, AsyncPodiumClient, ClientConfig, ClientErro
 from podium.model import Kind, Manifest
 from podium.state import ClusterState
 from tests.support.server import StreamingASGITransport
+from tests.unit.client.conftest import CAPACITY
 
-CAPACITY = {"cpu": 4, "memory_mib": 4096, "iops": 100, "net_mbps": 100}
 SPEC = {"image": "tiny", "request": {"cpu": 1, "memory_mib": 128}, "nics": [{}]}
 
 
