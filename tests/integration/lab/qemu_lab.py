@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podium.drivers.net import kernel_filters_vlans
+from podium.lab._ovs import ovs_available
 from tests.integration.lab.conftest import PODIUM, LeakGuard, new_guard, require_netns
 from tests.support.components import missing_component
 from tests.support.qemu_procs import qemu_processes
@@ -61,14 +63,23 @@ class Lab:
 
 @contextlib.contextmanager
 def qemu_lab(
-    tmp: Path, *up_args: str, tools: tuple[str, ...] = ("qemu-system-x86_64", "qemu-img")
+    tmp: Path,
+    *up_args: str,
+    tools: tuple[str, ...] = ("qemu-system-x86_64", "qemu-img"),
+    vlans: bool = False,
 ) -> Iterator[Lab]:
     """A qemu lab (``podium lab up --driver qemu UP_ARGS``) under ``tmp``, taken down
-    after, failing the test if anything of it is left (its leak guard)."""
+    after, failing the test if anything of it is left (its leak guard). ``vlans``: the
+    test puts guests on VLANs, so the hosts need a switch that carries them."""
     require_netns()
     for tool in tools:
         if shutil.which(tool) is None:
             missing_component(f"{tool} is not installed (scripts/setup installs it)")
+    if vlans and not (ovs_available() or kernel_filters_vlans()):
+        missing_component(
+            "guest VLANs need Open vSwitch on a kernel without bridge VLAN filtering "
+            "(scripts/setup installs openvswitch-switch)"
+        )
     guard = new_guard(tmp)
     env = {**os.environ, "PODIUM_LAB_DIR": str(tmp), "PODIUM_QEMU_ACCEL": "tcg", "COLUMNS": "200"}
     lab = Lab(guard, env, f"{guard.prefix}fab")

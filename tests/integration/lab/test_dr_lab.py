@@ -56,7 +56,7 @@ def _site_a() -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with qemu_lab(tmp_path_factory.mktemp("dr"), "--hosts", "4", "--sites", "2") as lab:
+    with qemu_lab(tmp_path_factory.mktemp("dr"), "--hosts", "4", "--sites", "2", vlans=True) as lab:
         yield lab
 
 

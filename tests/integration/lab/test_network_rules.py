@@ -56,7 +56,7 @@ def _manifests() -> str:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with qemu_lab(tmp_path_factory.mktemp("rules"), "--hosts", "2") as lab:
+    with qemu_lab(tmp_path_factory.mktemp("rules"), "--hosts", "2", vlans=True) as lab:
         yield lab
 
 

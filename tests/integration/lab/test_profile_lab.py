@@ -38,6 +38,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         "--hosts",
         "2",
         tools=("qemu-system-x86_64", "qemu-img", "bridge"),
+        vlans=True,
     ) as lab:
         yield lab
 
