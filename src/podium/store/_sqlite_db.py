@@ -110,6 +110,8 @@ class _Tx:
         self.db = db
         self.now = now
         self.rev = _meta(db, "revision")
+        # every event written, in order: handed to this process's watchers after COMMIT
+        self.events: list[Event] = []
 
     def get(self, key: str) -> KeyValue | None:
         row = self.db.execute(_KV_GET, (_enc(key),)).fetchone()
@@ -125,50 +127,79 @@ class _Tx:
         return bool(self.db.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone())
 
     def apply(
-        self, ops: Sequence[Op], before: Mapping[str, KeyValue | None] | None = None
+        self,
+        ops: Sequence[Op],
+        before: Mapping[str, KeyValue | None] | None = None,
+        *,
+        checked: bool = False,
     ) -> tuple[OpResult, ...]:
         """Apply ``ops`` at one new revision (taken only if something is written).
 
         ``before``: keys already read in this transaction, as they were before ``ops``.
+        ``checked``: the caller already ran :func:`check_txn_ops` on ``ops``.
+
+        Puts are written with one ``executemany`` per run of puts (a branch puts a key
+        at most once, so no put reads another's row); a delete or a get first flushes
+        the puts before it, so it sees them.
         """
-        check_txn_ops(ops)
+        if not checked:
+            check_txn_ops(ops)
         for op in ops:
-            if isinstance(op, Put) and op.lease and not self.lease_alive(op.lease):
+            if type(op) is Put and op.lease and not self.lease_alive(op.lease):
                 raise LeaseNotFound(op.lease)
         rev, sub = self.rev + 1, 0
         results: list[OpResult] = []
+        kv_rows: list[tuple[Any, ...]] = []
+        log_rows: list[tuple[Any, ...]] = []
+        events = self.events
+        put_result = OpResult()
         for op in ops:
             if isinstance(op, Put):
-                prev = before[op.key] if before and op.key in before else self.get(op.key)
+                key = op.key
+                prev = before[key] if before and key in before else self.get(key)
                 create, version = (prev.create_revision, prev.version + 1) if prev else (rev, 1)
-                kv = KeyValue(op.key, op.value, create, rev, version, op.lease)
-                self.db.execute(_KV_PUT, (_enc(op.key), op.value, create, rev, version, op.lease))
-                self._log(sub, Event(EventType.PUT, kv, prev))
+                raw = _enc(key)
+                kv_rows.append((raw, op.value, create, rev, version, op.lease))
+                log_rows.append(
+                    (rev, sub, _PUT, raw, op.value, create, version, op.lease, *_prev_columns(prev))
+                )
+                events.append(
+                    Event(
+                        EventType.PUT, KeyValue(key, op.value, create, rev, version, op.lease), prev
+                    )
+                )
                 sub += 1
-                results.append(OpResult())
-            elif isinstance(op, Delete):
+                results.append(put_result)
+                continue
+            self._flush(kv_rows, log_rows)
+            if isinstance(op, Delete):
                 victims = self.range(op.key, op.prefix)
                 for prev in victims:
-                    self.db.execute("DELETE FROM kv WHERE key = ?", (_enc(prev.key),))
+                    raw = prev.key.encode()
+                    self.db.execute("DELETE FROM kv WHERE key = ?", (raw,))
                     tomb = replace(prev, value=b"", mod_revision=rev, version=0, lease=0)
-                    self._log(sub, Event(EventType.DELETE, tomb, prev))
+                    head = (rev, sub, _DELETE, raw, b"", prev.create_revision, 0, 0)
+                    log_rows.append((*head, *_prev_columns(prev)))
+                    events.append(Event(EventType.DELETE, tomb, prev))
                     sub += 1
+                self._flush(kv_rows, log_rows)
                 results.append(OpResult(deleted=len(victims)))
             else:
                 results.append(OpResult(kvs=tuple(self.range(op.key, op.prefix))))
+        self._flush(kv_rows, log_rows)
         if sub:
             self.db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
             self.rev = rev
         return tuple(results)
 
-    def _log(self, sub: int, event: Event) -> None:
-        kv, p = event.kv, event.prev_kv
-        prev = (
-            (p.value, p.create_revision, p.mod_revision, p.version, p.lease) if p else (None,) * 5
-        )
-        kind = _PUT if event.type is EventType.PUT else _DELETE
-        row = (kv.mod_revision, sub, kind, _enc(kv.key), kv.value, kv.create_revision)
-        self.db.execute(_LOG_INSERT, (*row, kv.version, kv.lease, *prev))
+    def _flush(self, kv_rows: list[tuple[Any, ...]], log_rows: list[tuple[Any, ...]]) -> None:
+        """Write the rows gathered so far (and empty the lists)."""
+        if kv_rows:
+            self.db.executemany(_KV_PUT, kv_rows)
+            kv_rows.clear()
+        if log_rows:
+            self.db.executemany(_LOG_INSERT, log_rows)
+            log_rows.clear()
 
     def revoke(self, lease_id: int) -> None:
         """Delete a lease and its keys (one revision, in key order, as etcd does)."""
@@ -191,6 +222,16 @@ class _Tx:
             return
         self.db.execute("UPDATE meta SET value = ? WHERE name = 'compact'", (revision,))
         self.db.execute("DELETE FROM log WHERE rev < ?", (revision,))
+
+
+_NO_PREV: tuple[None, ...] = (None,) * 5
+
+
+def _prev_columns(prev: KeyValue | None) -> tuple[Any, ...]:
+    """The ``prev_*`` columns of a ``log`` row."""
+    if prev is None:
+        return _NO_PREV
+    return (prev.value, prev.create_revision, prev.mod_revision, prev.version, prev.lease)
 
 
 def _sweep_state(db: sqlite3.Connection, now: float) -> tuple[bool, int, int]:

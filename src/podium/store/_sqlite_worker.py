@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podium.store._protocol import Event
 from podium.store._sqlite_db import _LEASE_DUE, _SCHEMA, SCHEMA_VERSION, Clock, _meta, _Tx
 from podium.store.errors import (
     StoreError,
@@ -56,7 +57,11 @@ class _Worker:
     """The thread that owns the SQLite connection and runs every job, batching writes."""
 
     def __init__(
-        self, path: Path, clock: Clock, busy_timeout: float, on_commit: Callable[[], None]
+        self,
+        path: Path,
+        clock: Clock,
+        busy_timeout: float,
+        on_commit: Callable[[int, list[Event]], None],
     ) -> None:
         self._path = path
         self._clock = clock
@@ -223,13 +228,14 @@ class _Worker:
             start = tx.rev
             tx.expire()
             for job in jobs:
-                rev = tx.rev
+                rev, written = tx.rev, len(tx.events)
                 db.execute("SAVEPOINT job")
                 try:
                     result = job.fn(tx)
                 except Exception as err:
                     db.execute("ROLLBACK TO job")
                     tx.rev = rev
+                    del tx.events[written:]
                     outcomes.append(
                         (job, None, self._error(err) if isinstance(err, sqlite3.Error) else err)
                     )
@@ -252,4 +258,4 @@ class _Worker:
             _deliver(job, result, error)
         if tx.rev != start:
             with contextlib.suppress(RuntimeError):
-                jobs[0].loop.call_soon_threadsafe(self._on_commit)
+                jobs[0].loop.call_soon_threadsafe(self._on_commit, start + 1, tx.events)

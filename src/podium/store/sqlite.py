@@ -65,6 +65,7 @@ from podium.store._sqlite_db import (
     _sweep_state,
     _Tx,
 )
+from podium.store._sqlite_feed import CommitFeed
 from podium.store._sqlite_worker import _Job, _Worker
 from podium.store._txn import check_compare, check_txn, check_txn_ops
 from podium.store.errors import (
@@ -109,6 +110,7 @@ class SQLiteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._feed = CommitFeed()
         self._closed = False
 
     @classmethod
@@ -172,8 +174,10 @@ class SQLiteStore:
     async def _write(self, fn: Callable[[_Tx], T], *, durable: bool = True) -> T:
         return await self._job(fn, write=True, durable=durable)
 
-    def _committed(self) -> None:
-        """On the loop, after a batch that advanced the revision: wake the watchers."""
+    def _committed(self, first: int, events: list[Event]) -> None:
+        """On the loop, after a batch committed revisions ``first`` on: keep its events
+        for the watchers and wake them."""
+        self._feed.add(first, events)
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -215,7 +219,7 @@ class SQLiteStore:
         check_txn_ops([op])
 
         def write(tx: _Tx) -> int:
-            tx.apply([op])
+            tx.apply([op], checked=True)
             return tx.rev
 
         return await self._write(write)
@@ -225,7 +229,7 @@ class SQLiteStore:
         check_txn_ops([op])
 
         def write(tx: _Tx) -> tuple[int, int]:
-            (result,) = tx.apply([op])
+            (result,) = tx.apply([op], checked=True)
             return tx.rev, result.deleted
 
         return await self._write(write)
@@ -247,7 +251,7 @@ class SQLiteStore:
                 if not check_compare(c, seen[c.key]):
                     ok = False
                     break
-            results = tx.apply(ok_ops if ok else else_ops, before=seen)
+            results = tx.apply(ok_ops if ok else else_ops, before=seen, checked=True)
             return TxnResult(ok, tx.rev, results)
 
         return await self._write(write)
@@ -295,20 +299,40 @@ class SQLiteStore:
             raise InvalidRequest(f"start_revision must be >= 0, got {start_revision}")
         _enc(prefix)
         next_rev = start_revision or await self.revision() + 1
+        from_log = True  # catch up from the log first
         while not self._closed:
             changed = self._changed
-            read = partial(_read_events, prefix=prefix, next_rev=next_rev)
-            events, next_rev, more = await self._read(read)
-            for event in events:
-                yield event
-            if more or self._closed:
-                continue
-            # Woken by a commit in this process; the timeout catches other processes.
+            if not from_log:
+                batches = self._feed.since(next_rev)
+                if batches is None:
+                    from_log = True
+                elif batches:
+                    for batch in batches:
+                        for event in batch:
+                            if event.kv.mod_revision >= next_rev and event.kv.key.startswith(
+                                prefix
+                            ):
+                                yield event
+                        next_rev = batch[-1].revision + 1
+                    await asyncio.sleep(0)  # a long feed must not hold the loop
+                    continue
+            if from_log:
+                read = partial(_read_events, prefix=prefix, next_rev=next_rev)
+                events, next_rev, more = await self._read(read)
+                for event in events:
+                    yield event
+                if more or self._closed:
+                    continue
+                from_log = False
+            # Woken by a commit in this process: its events are in the feed. A timeout
+            # reads the log, for writes by other processes on the same file.
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that races with the wake-up (CPython gh-86296), hanging whoever awaits us.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await changed.wait()
+                    continue
+            from_log = True
 
     async def compact(self, revision: int) -> None:
         await self._write(partial(_Tx.compact, revision=revision))

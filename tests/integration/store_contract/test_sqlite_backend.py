@@ -192,3 +192,40 @@ async def test_a_failing_write_does_not_fail_its_batch(tmp_path: Path) -> None:
         assert await store.get("bad") is None
     finally:
         await store.close()
+
+
+async def test_a_watch_interleaves_its_own_writes_and_another_process_in_order(
+    tmp_path: Path,
+) -> None:
+    """In-process writes reach the watch from the commit feed, a foreign writer's only
+    through the log: mixed, the watch still sees every revision once, in order, and
+    never the writes of a job that failed inside a batch."""
+    path = tmp_path / "podium.db"
+    own, other = SQLiteStore(path, poll_interval=0.05), SQLiteStore(path)
+    try:
+        lease = await own.grant(30)
+        await own.revoke(lease.id)
+        base = await own.put("w/0", b"own")
+        async with watching(own, "w/", base + 1) as stream:
+            expected: list[tuple[str, bytes]] = []
+            for i in range(1, 31):
+                writer = other if i % 3 == 0 else own
+                if i % 5 == 0:  # a batch where one job fails: its put never happened
+                    await asyncio.gather(
+                        writer.put(f"w/{i}", b"%d" % i),
+                        writer.put(f"w/bad{i}", b"x", lease=lease.id),
+                        return_exceptions=True,
+                    )
+                else:
+                    await writer.put(f"w/{i}", b"%d" % i)
+                expected.append((f"w/{i}", b"%d" % i))
+            events = await take(stream, len(expected), timeout=10)
+            assert [(e.kv.key, e.kv.value) for e in events] == expected
+            revisions = [e.revision for e in events]
+            assert revisions == sorted(set(revisions))
+            await own.put("w/last", b"")
+            (last,) = await take(stream, 1)
+            assert last.kv.key == "w/last"  # nothing else (no failed job's put) came between
+    finally:
+        await own.close()
+        await other.close()
