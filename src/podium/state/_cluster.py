@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from podium.model import (
     Binding,
     GuestState,
@@ -37,13 +39,42 @@ JSON = dict[str, Any]
 MAX_TXN_RETRIES = 20
 
 
+# orjson: the same canonical form as ``json.dumps(sort_keys=True, separators=(",", ":"))``
+# at ~4x its speed, except that it writes non-ASCII as UTF-8 where the stdlib escaped it
+# as \uXXXX (both read back equal), NaN and infinities as null (the stdlib wrote NaN and
+# Infinity, which are not JSON; measures are checked finite at the API), floats below
+# 1e-4 as 1e-7 (the stdlib: 1e-07), and non-str keys (OPT_NON_STR_KEYS, as the stdlib)
+# sorted as strings, not as numbers. A value written before may so be rewritten once.
+_DUMPS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _float(value: Any) -> float:
+    """Float subclasses (numpy.float64) as the stdlib writes them; orjson refuses them."""
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def dumps(value: Any) -> bytes:
     """Canonical JSON (sorted keys, compact), so equal values compare equal as bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        return orjson.dumps(value, default=_float, option=_DUMPS)
+    except orjson.JSONEncodeError:
+        # What orjson refuses: ints beyond 64 bits, nesting deeper than 254, strings with
+        # lone surrogates, or no JSON at all: the stdlib writes these exactly as podium did
+        # before orjson, or raises its own TypeError/ValueError as before.
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def loads(raw: bytes) -> Any:
-    return json.loads(raw)
+    """The value of ``raw``; ``ValueError`` (``json.JSONDecodeError``) if it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What the stdlib also read: NaN/Infinity written before orjson, UTF-16/32 text;
+        # anything else raises the stdlib's ValueError, as before. (orjson reads integers
+        # beyond 64 bits as floats; podium stores none: counts, revisions and sizes fit.)
+        return json.loads(raw)
 
 
 class StateError(Exception):
