@@ -43,6 +43,7 @@ class BackupSweeper:
         self.ctx = ctx
         self._guests = keys.object_prefix(Kind.GUEST)
         self._in_flight: dict[str, set[str]] = {}  # guest -> backup keys in flight
+        self.prefixes: tuple[str, ...] = (keys.BACKUPS, keys.BINDINGS, self._guests)
 
     def keys_for(self, event: Event) -> Iterable[str]:
         key = event.kv.key

@@ -8,12 +8,17 @@ hosts), not a read and parse of every guest in the cluster.
     watch from R + 1 ──> apply(event) ──> maps + derived indexes, by key prefix
                                           pending (unbound guests), per host: allocated
                                           resources and bound guests, per app: replicas
-                                          per host, per owner: guests
+                                          per host, per owner: guests; live ready and
+                                          suspect hosts with their last renewal
     a controller that wrote at revision W ──> await wait_for(W) before reading again
 
 Range reads and watch events overlap (the reads happen after R). Applying them is
 idempotent: a change older than what a map holds for its key (by mod revision) is
 ignored, so the cache converges to the store once the watch passes the reads.
+
+Every watch event passes here (four per guest placed), so apply routes by key prefix in
+O(1), parses a value once (controllers reuse it: :meth:`ClusterCache.value_of`), and a
+binding change recomputes only what the binding decides.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from podium.controller._plans import guest_request, host_row
+from podium.controller._routing import PrefixRouter
 from podium.controller._snapshot import BindingRow, HostRecord
 from podium.model import HostState, Kind, Resources
 from podium.scheduler import GuestRequest, HostTable, PlacementRequest
@@ -35,10 +40,17 @@ from podium.store import Event, EventType
 
 JSON = dict[str, Any]
 
+MAX_REQUESTS = 4096  # distinct guest requests remembered (apps' guests ask alike)
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """What one bound guest takes: its request on each host that holds room for it."""
+
+parse_json = loads  # the maps' default parser: the state layer's (orjson) decoder
+
+
+class _Held(NamedTuple):
+    """What one bound guest takes: its request on each host that holds room for it.
+
+    (A tuple: one is made per binding change, and a frozen dataclass costs more to make.)
+    """
 
     hosts: tuple[str, ...]
     request: Resources
@@ -54,11 +66,12 @@ def guest_app(record: JSON) -> str | None:
 class _Map:
     """``name -> (value, mod revision)`` under one key prefix; ignores stale changes."""
 
-    def __init__(self, prefix: str, parse: Callable[[bytes], Any] = loads) -> None:
+    def __init__(self, prefix: str, parse: Callable[[bytes], Any] = parse_json) -> None:
         self.prefix = prefix
         self.items: dict[str, tuple[Any, int]] = {}
         self._gone: dict[str, int] = {}  # deleted names -> delete revision (for stale PUTs)
         self.replaying = True  # until the watch passes the range reads: deletes are marked
+        self.json = parse is parse_json  # values are the keys' JSON, parsed
         self._parse = parse
 
     def put(self, name: str, raw: bytes, revision: int) -> bool:
@@ -117,6 +130,12 @@ class ClusterCache:
             self._host_beat,
         )
         self._host_maps = (self._hosts, self._host_status, self._host_live)
+        self._liveness_maps = (self._host_status, self._host_live, self._host_beat)
+        # live hosts, ready or suspect: name -> (suspect?, last renewal's "at")
+        self._judged: dict[str, tuple[bool, Any]] = {}
+        # the maps' prefixes are disjoint: a key routes to one map at most
+        self._route = PrefixRouter((m, (m.prefix,)) for m in self._maps).route
+        self._applied: tuple[Event, Any, tuple[Any, int] | None] | None = None  # see value_of
         self._table: HostTable | None = None  # hosts as rows, allocations aside
         self._replay_until = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -132,6 +151,7 @@ class ClusterCache:
         self._macs_of: dict[str, tuple[str, ...]] = {}
         self._held: dict[str, _Held] = {}
         self._owner: dict[str, str] = {}
+        self._requests: dict[tuple[tuple[str, Any], ...], Resources] = {}  # see _request
 
     # -- loading and following the watch ---------------------------------------------
 
@@ -150,6 +170,8 @@ class ClusterCache:
                 m.put(kv.key[len(m.prefix) :], kv.value, kv.mod_revision)
         for name in list(fresh._guests.items):
             fresh._refresh_guest(name)
+        for name in list(fresh._host_live.items):
+            fresh._judge(name)
         waiters = self._waiters
         self.__dict__.update(fresh.__dict__)
         self._waiters = waiters
@@ -160,19 +182,48 @@ class ClusterCache:
     def apply(self, event: Event) -> None:
         """Follow one watch event (any key; those outside the cache only move the revision)."""
         key = event.kv.key
-        for m in self._maps:
-            if key.startswith(m.prefix):
-                name = key[len(m.prefix) :]
-                if event.type is EventType.PUT:
-                    changed = m.put(name, event.kv.value, event.revision)
-                else:
-                    changed = m.delete(name, event.revision)
-                if changed and m in (self._guests, self._bindings):
-                    self._refresh_guest(name)
-                elif changed and m in self._host_maps:
+        for m in self._route(key):
+            name = key[len(m.prefix) :]
+            old = m.items.get(name)
+            put = event.type is EventType.PUT
+            if put:
+                changed = m.put(name, event.kv.value, event.revision)
+            else:
+                changed = m.delete(name, event.revision)
+            if not changed:
+                continue
+            if m.json:
+                self._applied = (event, m.items[name][0] if put else None, old)
+            if m is self._guests:
+                self._refresh_guest(name)
+            elif m is self._bindings:
+                self._refresh_guest(name, record_changed=False)
+            else:
+                if m in self._host_maps:
                     self._table = None
-                break
+                if m in self._liveness_maps:
+                    self._judge(name)
         self._advance(event.revision)
+
+    def value_of(self, event: Event) -> Any:
+        """``loads(event.kv.value)`` (None for an empty value), without parsing again
+        what :meth:`apply` just parsed. Never mutate what it returns."""
+        applied = self._applied
+        if applied is not None and applied[0] is event:
+            return applied[1]
+        return parse_json(event.kv.value) if event.kv.value else None
+
+    def prev_value_of(self, event: Event) -> Any:
+        """``loads`` of the event's previous value (None if none), reusing the cache's."""
+        prev = event.prev_kv
+        if prev is None or not prev.value:
+            return None
+        applied = self._applied
+        if applied is not None and applied[0] is event:
+            old = applied[2]
+            if old is not None and old[1] == prev.mod_revision:
+                return old[0]
+        return parse_json(prev.value)
 
     def _advance(self, revision: int) -> None:
         if revision <= self.revision:
@@ -209,8 +260,8 @@ class ClusterCache:
 
     # -- derived indexes ----------------------------------------------------------------
 
-    def _refresh_guest(self, name: str) -> None:
-        """Recompute what ``name`` holds after its record or binding changed."""
+    def _refresh_guest(self, name: str, *, record_changed: bool = True) -> None:
+        """Recompute what ``name`` holds after its record (or only its binding) changed."""
         old = self._held.pop(name, None)
         if old is not None:
             for host in old.hosts:
@@ -221,41 +272,69 @@ class ClusterCache:
                     if counts[host] <= 0:
                         del counts[host]
             self.host_guests[old.hosts[0]].discard(name)
-        owner = self._owner.pop(name, None)
-        if owner is not None:
-            self.owned[owner].discard(name)
-        self.macs.difference_update(self._macs_of.pop(name, ()))
+        if record_changed:  # (owner and MACs come from the record alone)
+            owner = self._owner.pop(name, None)
+            if owner is not None:
+                self.owned[owner].discard(name)
+            self.macs.difference_update(self._macs_of.pop(name, ()))
         held_record = self._guests.items.get(name)
         if held_record is None:
             self.pending.discard(name)
             return
         record: JSON = held_record[0]
-        macs = tuple(str(n["mac"]) for n in record.get("nics", ()) if n.get("mac"))
-        if macs:
-            self._macs_of[name] = macs
-            self.macs.update(macs)
-        if record.get("owner"):
-            self._owner[name] = str(record["owner"])
-            self.owned[str(record["owner"])].add(name)
-        binding = self.binding(name)
-        if binding is None or binding.host is None:
+        if record_changed:
+            macs = tuple([str(n["mac"]) for n in record.get("nics", ()) if n.get("mac")])
+            if macs:
+                self._macs_of[name] = macs
+                self.macs.update(macs)
+            if owner := record.get("owner"):
+                self._owner[name] = str(owner)
+                self.owned[str(owner)].add(name)
+        held_binding = self._bindings.items.get(name)
+        binding: JSON = held_binding[0] if held_binding is not None else {}
+        bound = binding.get("host")
+        if bound is None:
             self.pending.add(name)
             return
         self.pending.discard(name)
-        hosts = (
-            (binding.host,)
-            if binding.migrating_to is None
-            else (binding.host, binding.migrating_to)
-        )
-        held = _Held(
-            hosts, Resources.from_dict(record["spec"].get("request", {})), guest_app(record)
-        )
+        to = (binding.get("migration") or {}).get("to")
+        hosts: tuple[str, ...] = (bound,) if to is None else (bound, to)
+        if old is not None and not record_changed:  # the same record: the same request
+            held = _Held(hosts, old.request, old.app)
+        else:
+            held = _Held(hosts, self._request(record["spec"].get("request", {})), guest_app(record))
         self._held[name] = held
         for host in hosts:
             self.allocated[host] = self.allocated[host] + held.request
             if held.app is not None:
                 self.app_hosts[held.app][host] += 1
-        self.host_guests[binding.host].add(name)
+        self.host_guests[bound].add(name)
+
+    def _judge(self, name: str) -> None:
+        """Keep what :meth:`liveness_changes` looks at, after a host's status, liveness
+        or renewal changed."""
+        if name in self._host_live.items:
+            status = self._host_status.items.get(name)
+            state = status[0].get("state") if status is not None else None
+            if state in (HostState.READY.value, HostState.SUSPECT.value):
+                beat = self._host_beat.items.get(name)
+                at = beat[0].get("at") if beat is not None else None
+                self._judged[name] = (state == HostState.SUSPECT.value, at)
+                return
+        self._judged.pop(name, None)
+
+    def _request(self, data: JSON) -> Resources:
+        """``Resources.from_dict(data)``, shared among the many guests asking alike."""
+        try:
+            key = tuple(data.items())
+            found = self._requests.get(key)
+        except TypeError:  # (a value that is no number: from_dict says what it makes of it)
+            return Resources.from_dict(data)
+        if found is None:
+            if len(self._requests) >= MAX_REQUESTS:
+                self._requests.clear()
+            found = self._requests[key] = Resources.from_dict(data)
+        return found
 
     # -- reading --------------------------------------------------------------------------
 
@@ -287,6 +366,11 @@ class ClusterCache:
     def host_names(self) -> list[str]:
         return list(self._hosts.items)
 
+    def host_spec(self, name: str) -> JSON | None:
+        """A host record's spec (what :meth:`host` gives, without building a record)."""
+        held = self._hosts.items.get(name)
+        return None if held is None else held[0]["spec"]
+
     def host(self, name: str) -> HostRecord | None:
         held = self._hosts.items.get(name)
         if held is None:
@@ -304,21 +388,14 @@ class ClusterCache:
 
     def liveness_changes(self, now: float, suspect_after: float) -> list[str]:
         """Live hosts whose judgement the renewal age changes: ready ones with no renewal
-        for more than ``suspect_after`` seconds, and suspect ones renewed since. O(live
-        hosts) over plain dicts, no records built (it runs twice a second)."""
-        out = []
-        statuses, beats = self._host_status.items, self._host_beat.items
-        for name in self._host_live.items:
-            status = statuses.get(name)
-            state = status[0].get("state") if status is not None else None
-            if state not in (HostState.READY.value, HostState.SUSPECT.value):
-                continue
-            beat = beats.get(name)
-            at = beat[0].get("at") if beat is not None else None
-            stale = at is not None and now - float(at) > suspect_after
-            if stale != (state == HostState.SUSPECT.value):
-                out.append(name)
-        return out
+        for more than ``suspect_after`` seconds, and suspect ones renewed since. One
+        comprehension over live ready and suspect hosts, their state and last renewal
+        kept by :meth:`apply` (it runs twice a second)."""
+        return [
+            name
+            for name, (suspect, at) in self._judged.items()
+            if (at is not None and now - float(at) > suspect_after) != suspect
+        ]
 
     def hosts(self) -> dict[str, HostRecord]:
         out = {}

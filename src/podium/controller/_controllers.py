@@ -84,9 +84,12 @@ class Controller(Protocol):
     name: str
     workers: int
     debounce: float  # wait this long after a trigger, to batch bursts
+    # keys_for sees only events of keys under these (the manager routes by them)
+    prefixes: tuple[str, ...]
 
     def keys_for(self, event: Event) -> Iterable[str]:
-        """Keys an event makes stale (cheap; no I/O)."""
+        """Keys an event makes stale (cheap; no I/O). Called only for keys under
+        ``prefixes``: an event elsewhere must make no key stale."""
         ...
 
     async def all_keys(self) -> Iterable[str]:
@@ -129,6 +132,7 @@ class AppController:
         self._apps = keys.object_prefix(Kind.APP)
         self._guests = keys.object_prefix(Kind.GUEST)
         self._written: dict[str, int] = {}  # app -> store revision after its last write
+        self.prefixes: tuple[str, ...] = (self._apps, self._guests)
 
     def keys_for(self, event: Event) -> Iterable[str]:
         key = event.kv.key
@@ -194,6 +198,7 @@ class HostController:
         self._was_live: dict[str, bool] = {}
         self._suspect: set[str] = set()
         self._prefixes = (keys.object_prefix(Kind.HOST), keys.HOST_STATUS, keys.HOST_LIVE)
+        self.prefixes: tuple[str, ...] = (*self._prefixes, keys.HOST_BEAT)
 
     def keys_for(self, event: Event) -> Iterable[str]:
         key = event.kv.key
@@ -302,6 +307,7 @@ class PlacementController:
             keys.HOST_STATUS,
             keys.HOST_LIVE,
         )
+        self.prefixes: tuple[str, ...] = (*self._triggers, keys.BINDINGS)
 
     def keys_for(self, event: Event) -> Iterable[str]:
         key = event.kv.key

@@ -15,7 +15,7 @@ guests it unbinds are placed again by the placement controller (the host is cord
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from podium.controller import _snapshot as snap
@@ -49,14 +49,16 @@ log = logging.getLogger("podium.controller")
 JSON = dict[str, Any]
 
 
-def _host_of(raw: bytes | None, field: str) -> str | None:
-    if not raw:
-        return None
+def _host_of(record: Any, field: str) -> str | None:
+    value = record.get(field) if isinstance(record, dict) else None
+    return str(value) if value else None
+
+
+def _parsed(parse: Callable[[Event], Any], event: Event) -> Any:
     try:
-        value = loads(raw).get(field)
+        return parse(event)
     except ValueError:
         return None
-    return str(value) if value else None
 
 
 class DrainController:
@@ -70,30 +72,33 @@ class DrainController:
         self.ctx = ctx
         self.migrations = Migrations(ctx.state)
         self._hosts = keys.object_prefix(Kind.HOST)
+        self._fields = (
+            (keys.BINDINGS, "host"),
+            (keys.GUEST_STATUS, "host"),
+            (keys.MIGRATIONS, "source"),
+        )
+        self.prefixes: tuple[str, ...] = (self._hosts, keys.ASSIGN, *(p for p, _ in self._fields))
 
     def keys_for(self, event: Event) -> Iterable[str]:
         key = event.kv.key
-        prev = event.prev_kv.value if event.prev_kv is not None else None
         if key.startswith(self._hosts):
             return [key[len(self._hosts) :]]
         if key.startswith(keys.ASSIGN):
             host = key[len(keys.ASSIGN) :].partition("/")[0]
             return [host] if self._draining(host) else []
-        for prefix, field in (
-            (keys.BINDINGS, "host"),
-            (keys.GUEST_STATUS, "host"),
-            (keys.MIGRATIONS, "source"),
-        ):
+        for prefix, field in self._fields:
             if key.startswith(prefix):
-                found = {_host_of(event.kv.value, field), _host_of(prev, field)}
+                cache = self.ctx.cache  # (it parsed them already, for bindings and statuses)
+                found = {_host_of(_parsed(cache.value_of, event), field)}
+                found.add(_host_of(_parsed(cache.prev_value_of, event), field))
                 return [h for h in found if h and self._draining(h)]
         return []
 
     def _draining(self, name: str) -> bool:
         """Only a draining host's guests matter (the cache already holds this event's
         host records; a host starting to drain is woken by its own record's event)."""
-        host = self.ctx.cache.host(name)
-        return host is None or (bool(host.spec.get("draining")) and not host.spec.get("drained"))
+        spec = self.ctx.cache.host_spec(name)  # (no HostRecord: it runs on every binding)
+        return spec is None or (bool(spec.get("draining")) and not spec.get("drained"))
 
     async def all_keys(self) -> Iterable[str]:
         return self.ctx.cache.host_names()

@@ -60,6 +60,7 @@ class MigrationController:
             keys.HOST_LIVE,
             keys.object_prefix(Kind.HOST),
         )
+        self.prefixes: tuple[str, ...] = self._triggers
 
     def keys_for(self, event: Event) -> Iterable[str]:
         return [MIGRATION_KEY] if event.kv.key.startswith(self._triggers) else []

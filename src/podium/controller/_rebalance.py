@@ -197,6 +197,7 @@ class RebalanceController:
     name = "rebalance"
     workers = 1
     debounce = 0.0
+    prefixes: tuple[str, ...] = ()  # no store event concerns it
 
     def __init__(self, ctx: Context, rebalancer: Rebalancer, interval: float) -> None:
         self.ctx = ctx

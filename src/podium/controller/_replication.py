@@ -105,6 +105,7 @@ class ReplicationController:
         self.max_checks = max_checks
         self.max_requests = max_requests
         self._profiles = keys.object_prefix(Kind.PROFILE)
+        self.prefixes: tuple[str, ...] = (self._profiles, keys.PROFILE_USE, keys.BACKUPS)
         self._cursor = ""  # round robin: the last profile checked
         self._late: set[str] = set()  # profiles warned late in this lapse
         self._refused: dict[str, str] = {}  # profile -> the last refusal warned
