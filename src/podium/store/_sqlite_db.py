@@ -53,15 +53,16 @@ _KV_RANGE = (
     "SELECT key, value, create_rev, mod_rev, version, lease FROM kv"
     " WHERE key >= :lo AND (:hi IS NULL OR key < :hi) ORDER BY key LIMIT :limit"
 )
-_KV_PUT = (
-    "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
+_KV_PUT = "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES "
 _LOG_INSERT = (
     "INSERT INTO log (rev, sub, type, key, value, create_rev, version, lease,"
-    " prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease) VALUES "
 )
+_KV_GET_MANY = "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key IN "
+# Rows per multi-row statement, and keys per IN list, are powers of two up to these: a
+# handful of distinct statements, each prepared once (the connection caches them).
+_MAX_ROWS = 64
+_MAX_KEYS = 256
 _LOG_READ = (
     "SELECT rev, type, key, value, create_rev, version, lease,"
     " prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease FROM log"
@@ -116,6 +117,18 @@ class _Tx:
     def get(self, key: str) -> KeyValue | None:
         row = self.db.execute(_KV_GET, (_enc(key),)).fetchone()
         return _kv(row) if row else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, KeyValue | None]:
+        """Each of ``keys`` as stored (None: absent), read with a few IN queries."""
+        found: dict[str, KeyValue | None] = dict.fromkeys(keys)
+        raw = [_enc(k) for k in found]
+        for start, size in _chunks(len(raw), _MAX_KEYS):
+            part = raw[start : start + size]
+            part += part[-1:] * (_pow2(size) - size)  # pad: fewer distinct statements
+            for row in self.db.execute(_statement(_KV_GET_MANY, 1, len(part), "IN"), part):
+                kv = _kv(row)
+                found[kv.key] = kv
+        return found
 
     def range(self, key: str, prefix: bool) -> list[KeyValue]:
         if not prefix:
@@ -193,13 +206,18 @@ class _Tx:
         return tuple(results)
 
     def _flush(self, kv_rows: list[tuple[Any, ...]], log_rows: list[tuple[Any, ...]]) -> None:
-        """Write the rows gathered so far (and empty the lists)."""
-        if kv_rows:
-            self.db.executemany(_KV_PUT, kv_rows)
-            kv_rows.clear()
-        if log_rows:
-            self.db.executemany(_LOG_INSERT, log_rows)
-            log_rows.clear()
+        """Write the rows gathered so far (and empty the lists).
+
+        Multi-row INSERTs: SQLite runs each in one step, and the worker thread gives up
+        the GIL for every step and then waits to get it back from the event loop's
+        thread, so a statement per row would mean one such wait per row.
+        """
+        for head, rows in ((_KV_PUT, kv_rows), (_LOG_INSERT, log_rows)):
+            width = len(rows[0]) if rows else 0
+            for start, size in _chunks(len(rows), _MAX_ROWS):
+                values = [v for row in rows[start : start + size] for v in row]
+                self.db.execute(_statement(head, width, size, "VALUES"), values)
+            rows.clear()
 
     def revoke(self, lease_id: int) -> None:
         """Delete a lease and its keys (one revision, in key order, as etcd does)."""
@@ -225,6 +243,40 @@ class _Tx:
 
 
 _NO_PREV: tuple[None, ...] = (None,) * 5
+_STATEMENTS: dict[tuple[str, int, int], str] = {}
+
+
+def _pow2(n: int) -> int:
+    """The least power of two >= ``n`` (n >= 1)."""
+    return 1 << (n - 1).bit_length()
+
+
+def _chunks(total: int, most: int) -> list[tuple[int, int]]:
+    """(start, size) pieces of ``total`` items: ``most`` at a time, then the rest as
+    powers of two, largest first (e.g. 100 with most 64: 64, 32, 4)."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    while start < total:
+        left = total - start
+        size = most if left >= most else 1 << (left.bit_length() - 1)
+        out.append((start, size))
+        start += size
+    return out
+
+
+def _statement(head: str, width: int, count: int, form: str) -> str:
+    """``head`` with ``count`` rows of ``width`` parameters (VALUES), or an IN list of
+    ``count`` parameters (IN)."""
+    key = (head, width, count)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        if form == "IN":
+            sql = head + "(" + ", ".join("?" * count) + ")"
+        else:
+            row = "(" + ", ".join("?" * width) + ")"
+            sql = head + ", ".join([row] * count)
+        _STATEMENTS[key] = sql
+    return sql
 
 
 def _prev_columns(prev: KeyValue | None) -> tuple[Any, ...]:

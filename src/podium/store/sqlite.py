@@ -243,14 +243,8 @@ class SQLiteStore:
         def write(tx: _Tx) -> TxnResult:
             # the keys the compares read are, unchanged, the previous values of the puts
             # that follow (a key is put at most once per branch): read each once
-            seen: dict[str, KeyValue | None] = {}
-            ok = True
-            for c in cmps:
-                if c.key not in seen:
-                    seen[c.key] = tx.get(c.key)
-                if not check_compare(c, seen[c.key]):
-                    ok = False
-                    break
+            seen = tx.get_many([c.key for c in cmps])
+            ok = all(check_compare(c, seen[c.key]) for c in cmps)
             results = tx.apply(ok_ops if ok else else_ops, before=seen, checked=True)
             return TxnResult(ok, tx.rev, results)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from podium.store import Compacted, EventType, Put, StoreError
+from podium.store import Compacted, Compare, EventType, Put, StoreError
 from podium.store.sqlite import SQLiteStore
 from tests.integration.store_contract._support import FakeClock, take, wait_until, watching
 
@@ -229,3 +229,30 @@ async def test_a_watch_interleaves_its_own_writes_and_another_process_in_order(
     finally:
         await own.close()
         await other.close()
+
+
+async def test_large_transactions_write_and_read_every_key_once(tmp_path: Path) -> None:
+    """Puts go in multi-row statements and compares read keys in IN lists of padded
+    sizes: every key of a large transaction lands once, with its own version, and a
+    compare on any one of them is judged on that key alone (120: near the op limit)."""
+    store = SQLiteStore(tmp_path / "podium.db")
+    try:
+        keys = [f"m/{i:03d}" for i in range(120)]
+        first = await store.txn([], [Put(k, k.encode()) for k in keys[:60]])
+        assert first.succeeded
+        compares = [Compare(k, "version", "=", 1) for k in keys[:60]] + [
+            Compare(k, "version", "=", 0) for k in keys[60:]
+        ]
+        second = await store.txn(compares, [Put(k, b"again") for k in keys])
+        assert second.succeeded
+        kvs = (await store.range("m/")).kvs
+        assert [kv.key for kv in kvs] == keys
+        assert [kv.version for kv in kvs] == [2] * 60 + [1] * 60
+        assert all(kv.value == b"again" for kv in kvs)
+        lost = await store.txn(
+            [*compares[:-1], Compare(keys[-1], "version", "=", 0)], [Put("m/x", b"")]
+        )
+        assert not lost.succeeded
+        assert await store.get("m/x") is None
+    finally:
+        await store.close()

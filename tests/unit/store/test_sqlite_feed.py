@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from podium.store import Event, EventType, KeyValue
+from podium.store._sqlite_db import _chunks
 from podium.store._sqlite_feed import CommitFeed
 
 
@@ -61,3 +62,13 @@ def test_the_newest_batch_is_kept_even_when_it_alone_exceeds_the_capacity() -> N
     assert _revisions(feed.since(4)) == [1, 2, 3, 4, 5]
     feed.add(6, [])  # a batch that wrote nothing is not a batch
     assert feed.since(6) == []
+
+
+def test_multi_row_statements_cover_every_row_once_in_few_shapes() -> None:
+    for total in range(300):
+        pieces = _chunks(total, 64)
+        assert sum(size for _, size in pieces) == total
+        assert [start for start, _ in pieces] == [
+            sum(size for _, size in pieces[:i]) for i in range(len(pieces))
+        ]
+        assert all(size == 64 or size & (size - 1) == 0 for _, size in pieces)
