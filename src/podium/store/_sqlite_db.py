@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from podium.store._protocol import (
@@ -100,6 +99,15 @@ def _event(row: Sequence[Any]) -> Event:
     return Event(EventType.PUT if kind == _PUT else EventType.DELETE, kv, prev)
 
 
+def logged_event(row: Sequence[Any]) -> Event:
+    """The event of one ``log`` row as written (``_LOG_INSERT``'s parameters)."""
+    rev, _, kind, raw, value, create, version, lease, p_value, p_create, p_mod, p_ver, p_lease = row
+    name = raw.decode()
+    kv = KeyValue(name, value, create, rev, version, lease)
+    prev = None if p_mod is None else KeyValue(name, p_value, p_create, p_mod, p_ver, p_lease)
+    return Event(EventType.PUT if kind == _PUT else EventType.DELETE, kv, prev)
+
+
 def _meta(db: sqlite3.Connection, name: str) -> int:
     return int(db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
 
@@ -111,8 +119,8 @@ class _Tx:
         self.db = db
         self.now = now
         self.rev = _meta(db, "revision")
-        # every event written, in order: handed to this process's watchers after COMMIT
-        self.events: list[Event] = []
+        # every log row written, in order: after COMMIT, the events for the watchers
+        self.rows: list[tuple[Any, ...]] = []
 
     def get(self, key: str) -> KeyValue | None:
         row = self.db.execute(_KV_GET, (_enc(key),)).fetchone()
@@ -164,7 +172,6 @@ class _Tx:
         results: list[OpResult] = []
         kv_rows: list[tuple[Any, ...]] = []
         log_rows: list[tuple[Any, ...]] = []
-        events = self.events
         put_result = OpResult()
         for op in ops:
             if isinstance(op, Put):
@@ -173,14 +180,8 @@ class _Tx:
                 create, version = (prev.create_revision, prev.version + 1) if prev else (rev, 1)
                 raw = _enc(key)
                 kv_rows.append((raw, op.value, create, rev, version, op.lease))
-                log_rows.append(
-                    (rev, sub, _PUT, raw, op.value, create, version, op.lease, *_prev_columns(prev))
-                )
-                events.append(
-                    Event(
-                        EventType.PUT, KeyValue(key, op.value, create, rev, version, op.lease), prev
-                    )
-                )
+                row = (rev, sub, _PUT, raw, op.value, create, version, op.lease)
+                log_rows.append((*row, *_prev_columns(prev)))
                 sub += 1
                 results.append(put_result)
                 continue
@@ -190,10 +191,8 @@ class _Tx:
                 for prev in victims:
                     raw = prev.key.encode()
                     self.db.execute("DELETE FROM kv WHERE key = ?", (raw,))
-                    tomb = replace(prev, value=b"", mod_revision=rev, version=0, lease=0)
                     head = (rev, sub, _DELETE, raw, b"", prev.create_revision, 0, 0)
                     log_rows.append((*head, *_prev_columns(prev)))
-                    events.append(Event(EventType.DELETE, tomb, prev))
                     sub += 1
                 self._flush(kv_rows, log_rows)
                 results.append(OpResult(deleted=len(victims)))
@@ -212,6 +211,7 @@ class _Tx:
         the GIL for every step and then waits to get it back from the event loop's
         thread, so a statement per row would mean one such wait per row.
         """
+        self.rows += log_rows
         for head, rows in ((_KV_PUT, kv_rows), (_LOG_INSERT, log_rows)):
             width = len(rows[0]) if rows else 0
             for start, size in _chunks(len(rows), _MAX_ROWS):

@@ -1,6 +1,9 @@
-"""SQLite backend, the worker thread: owns the only connection, batches writes into group commits.
+"""SQLite backend, the worker: owns the only connection, batches writes into group commits.
 
-See the diagram in :mod:`podium.store.sqlite`."""
+See the diagram in :mod:`podium.store.sqlite`. :class:`Engine` runs one batch of jobs
+on the connection; :class:`ThreadWorker` drives it from a thread of this process, and
+:mod:`podium.store._sqlite_process` from a process of its own.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from podium.store._protocol import Event
-from podium.store._sqlite_db import _LEASE_DUE, _SCHEMA, SCHEMA_VERSION, Clock, _meta, _Tx
+from podium.store._sqlite_db import _LEASE_DUE, _SCHEMA, SCHEMA_VERSION, _meta, _Tx, logged_event
 from podium.store.errors import (
     StoreError,
     StoreUnavailable,
@@ -24,85 +27,84 @@ from podium.store.errors import (
 
 log = logging.getLogger(__name__)
 
-_MAX_BATCH = 512  # jobs per worker round: bounds the latency a batch adds to its reads
+MAX_BATCH = 512  # jobs per worker round: bounds the latency a batch adds to its reads
 
 
 CACHE_KIB = 256 * 1024  # page cache per connection
 MMAP_BYTES = 4 << 30  # the file is read through a map up to this size
 
+Outcome = tuple[Any, BaseException | None]  # (result, error) of one job
+# On the event loop: the futures of a batch's jobs, their outcomes, and the first
+# revision and the events the batch committed (none: nothing committed).
+Settle = Callable[[list["asyncio.Future[Any]"], list[Outcome], int, list[Event]], None]
+
 
 @dataclass(slots=True)
-class _Job:
-    fn: Callable[[Any], Any]  # reads get the connection, writes a _Tx
+class Work:
+    """One job: ``fn`` gets the connection (a read) or the batch's ``_Tx`` (a write)."""
+
+    fn: Callable[[Any], Any]
     write: bool
     durable: bool
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
+    now: float  # the store's clock when the job was submitted
 
 
-def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
-    def settle() -> None:
-        if job.future.done():  # the caller gave up (cancelled); the write stands
-            return
-        if error is not None:
-            job.future.set_exception(error)
-        else:
-            job.future.set_result(result)
-
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-        job.loop.call_soon_threadsafe(settle)
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: list[Outcome]  # one per job, in the order given
+    first: int  # the first revision the batch committed (0: none)
+    rows: list[tuple[Any, ...]]  # the log rows it committed, in order
 
 
-class _Worker:
-    """The thread that owns the SQLite connection and runs every job, batching writes."""
+class Worker(Protocol):
+    """Runs the store's jobs; each job's future is settled on the store's event loop."""
 
-    def __init__(
-        self,
-        path: Path,
-        clock: Clock,
-        busy_timeout: float,
-        on_commit: Callable[[int, list[Event]], None],
-    ) -> None:
-        self._path = path
-        self._clock = clock
-        self._busy_timeout = busy_timeout
-        self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._db: sqlite3.Connection | None = None
-        self._durable = True
-        self._thread = threading.Thread(target=self._run, name=f"podium-sqlite:{path}")
-        self._thread.daemon = True  # a store never closed must not hang interpreter exit
-        self._thread.start()
-
-    def submit(self, job: _Job) -> None:
-        self._queue.put(job)
+    def submit(self, work: Work, future: asyncio.Future[Any]) -> None: ...
 
     def stop(self) -> None:
-        """Ask the thread to finish the jobs already queued, close the file and exit."""
-        self._queue.put(None)
+        """Finish the jobs already submitted, close the file, end."""
 
     def join(self) -> None:
-        self._thread.join()
+        """Wait until stopped (blocking: call it off the event loop)."""
 
-    # -- on the worker thread ------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            stop = False
-            while not stop:
-                batch = [self._queue.get()]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = None in batch
-                self._process([j for j in batch if j is not None])
-        finally:
-            if self._db is not None:
-                self._db.close()
+class Engine:
+    """The one connection and what a batch does on it (no thread of its own).
 
-    def _error(self, err: sqlite3.Error) -> StoreError:
+    Reads run first, all on one snapshot; then every write in ONE SQLite transaction,
+    each in a SAVEPOINT with its own revision, and one COMMIT (fsync) for all.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+        self._durable = True
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def run(self, works: list[Work]) -> BatchResult:
+        outcomes: list[Outcome] = [(None, None)] * len(works)
+        result = BatchResult(outcomes, 0, [])
+        if self._db is None:
+            try:
+                self._db = self._open(max(w.now for w in works))
+            except StoreError as err:
+                result.outcomes[:] = [(None, err)] * len(works)
+                return result
+        db = self._db
+        reads = [i for i, w in enumerate(works) if not w.write]
+        if reads:
+            self._read(db, works, reads, outcomes)
+        writes = [i for i, w in enumerate(works) if w.write]
+        if writes:
+            self._write(db, works, writes, result)
+        return result
+
+    def error(self, err: sqlite3.Error) -> StoreError:
         text = str(err)
         if "locked" in text or "busy" in text:
             return StoreUnavailable(
@@ -120,7 +122,7 @@ class _Worker:
             )
         return StoreError(f"SQLite store {self._path}: {text}")
 
-    def _init(self, db: sqlite3.Connection) -> None:
+    def _init(self, db: sqlite3.Connection, now: float) -> None:
         """Set the file up (WAL, schema) and renew every lease's TTL."""
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
@@ -151,10 +153,10 @@ class _Worker:
             )
         # Fresh TTLs for every lease: deadlines from before a restart (or a reboot,
         # where the monotonic clock restarted) mean nothing now.
-        db.execute("UPDATE leases SET deadline = ? + ttl", (self._clock(),))
+        db.execute("UPDATE leases SET deadline = ? + ttl", (now,))
         db.execute("COMMIT")
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, now: float) -> sqlite3.Connection:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -163,99 +165,161 @@ class _Worker:
                 "create it or pass another --store"
             ) from err
         try:
-            db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+            db = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         except sqlite3.Error as err:
-            raise self._error(err) from err
+            raise self.error(err) from err
         try:
-            self._init(db)
+            self._init(db, now)
         except sqlite3.Error as err:
             db.close()
-            raise self._error(err) from err
+            raise self.error(err) from err
         except BaseException:
             db.close()
             raise
         return db
-
-    def _process(self, jobs: list[_Job]) -> None:
-        if self._db is None:
-            try:
-                self._db = self._open()
-            except StoreError as err:
-                for job in jobs:
-                    _deliver(job, None, err)
-                return
-        db = self._db
-        for job in jobs:
-            if not job.write:
-                self._read(db, job)
-        writes = [j for j in jobs if j.write]
-        if writes:
-            self._write(db, writes)
 
     def _rollback(self, db: sqlite3.Connection) -> None:
         if db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
 
-    def _read(self, db: sqlite3.Connection, job: _Job) -> None:
-        try:
-            db.execute("BEGIN")  # one snapshot for everything the job reads
-            result = job.fn(db)
-            db.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._rollback(db)
-            _deliver(job, None, self._error(err))
-        except Exception as err:
-            self._rollback(db)
-            _deliver(job, None, err)
-        else:
-            _deliver(job, result, None)
+    def _read(
+        self, db: sqlite3.Connection, works: list[Work], reads: list[int], out: list[Outcome]
+    ) -> None:
+        """Every read of the batch on one snapshot (a failing read ends it; the rest
+        get a new one)."""
+        for i in reads:
+            try:
+                if not db.in_transaction:
+                    db.execute("BEGIN")
+                out[i] = (works[i].fn(db), None)
+            except sqlite3.Error as err:
+                self._rollback(db)
+                out[i] = (None, self.error(err))
+            except Exception as err:
+                self._rollback(db)
+                out[i] = (None, err)
+        if db.in_transaction:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback(db)
 
     def _set_durable(self, db: sqlite3.Connection, durable: bool) -> None:
         if durable != self._durable:
             db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._durable = durable
 
-    def _write(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+    def _write(
+        self, db: sqlite3.Connection, works: list[Work], writes: list[int], result: BatchResult
+    ) -> None:
+        out = result.outcomes
         try:
-            now = self._clock()
+            now = max(works[i].now for i in writes)
             # Lease expiry deletes keys: a batch that may expire one is fsynced too.
             due = db.execute(_LEASE_DUE + " LIMIT 1", (now,)).fetchone()
-            self._set_durable(db, due is not None or any(j.durable for j in jobs))
+            self._set_durable(db, due is not None or any(works[i].durable for i in writes))
             db.execute("BEGIN IMMEDIATE")
             tx = _Tx(db, now)
             start = tx.rev
-            tx.expire()
-            for job in jobs:
-                rev, written = tx.rev, len(tx.events)
+            if due is not None:
+                tx.expire()
+            for i in writes:
+                rev, written = tx.rev, len(tx.rows)
                 db.execute("SAVEPOINT job")
                 try:
-                    result = job.fn(tx)
+                    out[i] = (works[i].fn(tx), None)
                 except Exception as err:
                     db.execute("ROLLBACK TO job")
                     tx.rev = rev
-                    del tx.events[written:]
-                    outcomes.append(
-                        (job, None, self._error(err) if isinstance(err, sqlite3.Error) else err)
-                    )
-                else:
-                    outcomes.append((job, result, None))
+                    del tx.rows[written:]
+                    out[i] = (None, self.error(err) if isinstance(err, sqlite3.Error) else err)
                 db.execute("RELEASE job")
             db.execute("COMMIT")
         except Exception as err:
             # The batch is not durable, so none of its writes happened: all of them fail.
             self._rollback(db)
             if isinstance(err, sqlite3.Error):
-                failure = self._error(err)
+                failure = self.error(err)
             else:  # a bug: say so loudly, but keep serving
                 log.exception("SQLite store %s: a write batch failed", self._path)
                 failure = StoreError(f"SQLite store {self._path}: internal error {err!r}")
-            for job in jobs:
-                _deliver(job, None, failure)
+            for i in writes:
+                out[i] = (None, failure)
             return
-        for job, result, error in outcomes:
-            _deliver(job, result, error)
         if tx.rev != start:
-            with contextlib.suppress(RuntimeError):
-                jobs[0].loop.call_soon_threadsafe(self._on_commit, start + 1, tx.events)
+            result.first = start + 1
+            result.rows = tx.rows
+
+
+def settle_later(
+    loop: asyncio.AbstractEventLoop,
+    settle: Settle,
+    futures: list[asyncio.Future[Any]],
+    outcomes: list[Outcome],
+    *,
+    first: int = 0,
+    events: list[Event] | None = None,
+) -> None:
+    """Hand a batch's outcomes to the event loop (from a worker thread)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+        loop.call_soon_threadsafe(settle, futures, outcomes, first, events or [])
+
+
+class ThreadWorker:
+    """The engine on a thread of this process: the jobs' Python shares the GIL."""
+
+    def __init__(
+        self, path: Path, busy_timeout: float, loop: asyncio.AbstractEventLoop, settle: Settle
+    ) -> None:
+        self._engine = Engine(path, busy_timeout)
+        self._loop = loop
+        self._settle = settle
+        self._queue: queue.SimpleQueue[tuple[Work, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name=f"podium-sqlite:{path}")
+        self._thread.daemon = True  # a store never closed must not hang interpreter exit
+        self._thread.start()
+
+    def submit(self, work: Work, future: asyncio.Future[Any]) -> None:
+        self._queue.put((work, future))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in batch
+                items = [item for item in batch if item is not None]
+                if not items:
+                    continue
+                result = self._engine.run([work for work, _ in items])
+                events = [logged_event(row) for row in result.rows]
+                futures = [future for _, future in items]
+                settle_later(
+                    self._loop,
+                    self._settle,
+                    futures,
+                    result.outcomes,
+                    first=result.first,
+                    events=events,
+                )
+        finally:
+            self._engine.close()

@@ -36,6 +36,9 @@ class Compacted(StoreError):
         self.requested = requested
         self.compact_revision = compact_revision
 
+    def __reduce__(self) -> tuple[type[Compacted], tuple[int, int]]:
+        return Compacted, (self.requested, self.compact_revision)  # pickles (worker process)
+
 
 class LeaseNotFound(StoreError):
     """The lease does not exist (it expired or was revoked)."""
@@ -43,6 +46,9 @@ class LeaseNotFound(StoreError):
     def __init__(self, lease_id: int) -> None:
         super().__init__(f"lease {lease_id:x} not found (expired or revoked)")
         self.lease_id = lease_id
+
+    def __reduce__(self) -> tuple[type[LeaseNotFound], tuple[int]]:
+        return LeaseNotFound, (self.lease_id,)  # pickles (worker process)
 
 
 class InvalidRequest(StoreError):

@@ -2,8 +2,9 @@
 
 ::
 
-    asyncio callers ─submit─> queue ─> worker thread (owns the only connection)
-                                         │ drain the queue: reads first (a snapshot each),
+    asyncio callers ─submit─> queue ─> worker (owns the only connection): a thread, or a
+                                         │ process of its own (``worker="process"``)
+                                         │ drain the queue: reads first (one snapshot),
                                          │ then every write in ONE SQLite transaction,
                                          │ each write in a SAVEPOINT with its own revision
                                          └─ COMMIT (fsync) ─> resolve futures, wake watchers
@@ -16,8 +17,12 @@ Tables: ``meta`` (revision, compact revision, schema), ``kv`` (current keys), ``
   COMMIT (one fsync) yet keep one revision each; a failing write rolls back only its
   savepoint. A write is acknowledged only after its COMMIT returns (WAL,
   ``synchronous=FULL``), so kill -9 or power loss loses nothing acknowledged.
-- **Watches** read the log: woken in-process after each commit, and polled every
-  ``poll_interval`` so writes by another process on the same file are seen too.
+- **Watches** take each committed batch's events from an in-process feed, and read the
+  log for what the feed cannot vouch for: history, and writes by another process on the
+  same file, which a poll every ``poll_interval`` picks up.
+- **Worker process.** A server's store (``from_url``) runs the worker in a child
+  process, so the store's Python does not wait for the GIL the controllers hold; jobs
+  and outcomes cross a socket pickled. Embedded stores default to a thread.
 - **Leases**: deadlines live in the file, so every process sharing it agrees; a sweeper
   (and every write batch) revokes the expired ones, one revision each. Opening gives
   every lease a fresh full TTL, as etcd does on a leader change, so a restart does not
@@ -32,15 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from podium.store import _sqlite_ops as ops
 from podium.store._protocol import (
     Compare,
     Delete,
@@ -53,31 +57,22 @@ from podium.store._protocol import (
     StoreStatus,
     TxnResult,
 )
-from podium.store._sqlite_db import (
-    _KV_GET,
-    _KV_RANGE,
-    Clock,
-    _bounds,
-    _enc,
-    _kv,
-    _meta,
-    _read_events,
-    _sweep_state,
-    _Tx,
-)
+from podium.store._sqlite_db import Clock, _enc, _meta, _read_events, _sweep_state
 from podium.store._sqlite_feed import CommitFeed
-from podium.store._sqlite_worker import _Job, _Worker
-from podium.store._txn import check_compare, check_txn, check_txn_ops
+from podium.store._sqlite_process import ProcessWorker
+from podium.store._sqlite_worker import Outcome, ThreadWorker, Work, Worker
+from podium.store._txn import check_txn, check_txn_ops, prefix_end_bytes
 from podium.store.errors import (
     InvalidRequest,
     InvalidStoreURL,
-    LeaseNotFound,
     StoreError,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+WorkerKind = Literal["thread", "process"]
+WORKER_KINDS: tuple[str, ...] = get_args(WorkerKind)
 DEFAULT_HISTORY = 100_000
 
 
@@ -97,6 +92,7 @@ class SQLiteStore:
         sweep_interval: float = 0.5,
         poll_interval: float = 0.5,
         busy_timeout: float = 5.0,
+        worker: WorkerKind = "thread",
     ) -> None:
         if history < 1:
             raise InvalidRequest(f"history must keep at least 1 revision, got {history}")
@@ -106,7 +102,10 @@ class SQLiteStore:
         self._sweep_interval = sweep_interval
         self._poll_interval = poll_interval
         self._busy_timeout = busy_timeout
-        self._worker: _Worker | None = None
+        if worker not in WORKER_KINDS:
+            raise InvalidRequest(f"worker must be one of {WORKER_KINDS}, got {worker!r}")
+        self.worker_kind: WorkerKind = worker
+        self._worker: Worker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -119,7 +118,8 @@ class SQLiteStore:
 
         ``sqlite:///abs/path.db`` and ``sqlite:////abs/path.db`` are absolute;
         ``sqlite:rel/path.db`` and ``sqlite://./rel/path.db`` are relative to the working
-        directory; ``~`` expands. Query: ``?history=N`` revisions kept for watches.
+        directory; ``~`` expands. Query: ``?history=N`` revisions kept for watches;
+        ``?worker=process`` (the default here: a server's store) or ``thread``.
         """
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
@@ -135,44 +135,70 @@ class SQLiteStore:
         if not path.is_absolute():
             path = Path.cwd() / path
         query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = sorted(set(query) - {"history"})
+        unknown = sorted(set(query) - {"history", "worker"})
         if unknown or parts.fragment:
             raise InvalidStoreURL(
                 f"sqlite URL {url!r}: unknown options {unknown or parts.fragment!r} "
-                "(supported: ?history=N)"
+                "(supported: ?history=N, ?worker=process|thread)"
+            )
+        worker = query.get("worker", ["process"])[-1]
+        if worker not in WORKER_KINDS:
+            raise InvalidStoreURL(
+                f"sqlite URL {url!r}: worker must be 'process' (the store's work on a core "
+                f"of its own) or 'thread' (in the server's process), got {worker!r}"
             )
         history = query.get("history", [str(DEFAULT_HISTORY)])[-1]
         if not history.isdigit() or int(history) < 1:
             raise InvalidStoreURL(
                 f"sqlite URL {url!r}: history must be a positive number of revisions"
             )
-        return cls(path, history=int(history))
+        return cls(path, history=int(history), worker=worker)  # type: ignore[arg-type]
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _start(self) -> _Worker:
+    def _start(self) -> Worker:
         if self._closed:
             raise StoreError("store is closed")
         if self._worker is None:
             self._loop = asyncio.get_running_loop()
-            self._worker = _Worker(self.path, self._clock, self._busy_timeout, self._committed)
+            kind = ProcessWorker if self.worker_kind == "process" else ThreadWorker
+            self._worker = kind(self.path, self._busy_timeout, self._loop, self._settle)
             self._sweeper = self._loop.create_task(self._sweep(), name=f"sweep {self.path}")
         return self._worker
 
-    async def _job(self, fn: Callable[[Any], T], *, write: bool, durable: bool = True) -> T:
+    async def _job(self, fn: Callable[..., T], *, write: bool, durable: bool = True) -> T:
+        """Run ``fn`` (a partial of a :mod:`_sqlite_ops` function: it may be pickled)."""
         worker = self._start()
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             raise StoreError("a SQLiteStore is bound to the event loop that first used it")
         future: asyncio.Future[T] = loop.create_future()
-        worker.submit(_Job(fn, write, durable, future, loop))
+        worker.submit(Work(fn, write, durable, self._clock()), future)
         return await future
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, fn: Callable[..., T]) -> T:
         return await self._job(fn, write=False)
 
-    async def _write(self, fn: Callable[[_Tx], T], *, durable: bool = True) -> T:
+    async def _write(self, fn: Callable[..., T], *, durable: bool = True) -> T:
         return await self._job(fn, write=True, durable=durable)
+
+    def _settle(
+        self,
+        futures: list[asyncio.Future[Any]],
+        outcomes: list[Outcome],
+        first: int,
+        events: list[Event],
+    ) -> None:
+        """On the loop: a batch is done. Its jobs' callers learn first, then watchers."""
+        for future, (result, error) in zip(futures, outcomes, strict=True):
+            if future.done():  # the caller gave up (cancelled); the write stands
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        if events:
+            self._committed(first, events)
 
     def _committed(self, first: int, events: list[Event]) -> None:
         """On the loop, after a batch committed revisions ``first`` on: keep its events
@@ -190,7 +216,7 @@ class SQLiteStore:
                 target = max(compact, rev - self._history)
                 if due or target > compact:
                     # every write batch expires the due leases first; compaction rides along
-                    await self._write(partial(_Tx.compact, revision=target))
+                    await self._write(partial(ops.compact, revision=target))
             except StoreError as err:
                 log.warning("SQLite store sweep failed, will retry: %s", err)
 
@@ -199,93 +225,46 @@ class SQLiteStore:
     async def get(self, key: str) -> KeyValue | None:
         if not key:
             raise InvalidRequest("empty key")
-        k = _enc(key)
-        row = await self._read(lambda db: db.execute(_KV_GET, (k,)).fetchone())
-        return _kv(row) if row else None
+        return await self._read(partial(ops.get, key=_enc(key)))
 
     async def range(self, prefix: str, *, limit: int = 0) -> RangeResult:
         if limit < 0:
             raise InvalidRequest(f"limit must be >= 0, got {limit}")
-        args = {**_bounds(prefix), "limit": limit or -1}
-
-        def read(db: sqlite3.Connection) -> RangeResult:
-            rows = db.execute(_KV_RANGE, args).fetchall()
-            return RangeResult(tuple(_kv(r) for r in rows), _meta(db, "revision"))
-
-        return await self._read(read)
+        lo = _enc(prefix)
+        job = partial(ops.range_, lo=lo, hi=prefix_end_bytes(lo), limit=limit or -1)
+        return await self._read(job)
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         op = Put(key, value, lease)
         check_txn_ops([op])
-
-        def write(tx: _Tx) -> int:
-            tx.apply([op], checked=True)
-            return tx.rev
-
-        return await self._write(write)
+        return await self._write(partial(ops.put, op=op))
 
     async def delete(self, key: str, *, prefix: bool = False) -> tuple[int, int]:
         op = Delete(key, prefix)
         check_txn_ops([op])
-
-        def write(tx: _Tx) -> tuple[int, int]:
-            (result,) = tx.apply([op], checked=True)
-            return tx.rev, result.deleted
-
-        return await self._write(write)
+        return await self._write(partial(ops.delete, op=op))
 
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
         check_txn(compares, success, failure)
-        cmps, ok_ops, else_ops = tuple(compares), tuple(success), tuple(failure)
-
-        def write(tx: _Tx) -> TxnResult:
-            # the keys the compares read are, unchanged, the previous values of the puts
-            # that follow (a key is put at most once per branch): read each once
-            seen = tx.get_many([c.key for c in cmps])
-            ok = all(check_compare(c, seen[c.key]) for c in cmps)
-            results = tx.apply(ok_ops if ok else else_ops, before=seen, checked=True)
-            return TxnResult(ok, tx.rev, results)
-
-        return await self._write(write)
+        job = partial(ops.txn, cmps=tuple(compares), ok_ops=tuple(success), else_ops=tuple(failure))
+        return await self._write(job)
 
     async def grant(self, ttl: int) -> Lease:
         if ttl < 1:
             raise InvalidRequest(f"lease TTL must be at least 1 second, got {ttl}")
-
-        def write(tx: _Tx) -> Lease:
-            lease_id = 0
-            while not lease_id or tx.lease_alive(lease_id):
-                # random ids are never reused, even after a restore from a backup
-                lease_id = secrets.randbits(62)
-            tx.db.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease_id, ttl, tx.now + ttl))
-            return Lease(lease_id, ttl)
-
-        return await self._write(write)
+        return await self._write(partial(ops.grant, ttl=ttl))
 
     async def keepalive(self, lease_id: int) -> int:
-        def write(tx: _Tx) -> int:
-            row = tx.db.execute(
-                "UPDATE leases SET deadline = ? + ttl WHERE id = ? RETURNING ttl",
-                (tx.now, lease_id),
-            ).fetchone()
-            if row is None:
-                raise LeaseNotFound(lease_id)
-            return int(row[0])
-
-        return await self._write(write, durable=False)
+        return await self._write(partial(ops.keepalive, lease_id=lease_id), durable=False)
 
     async def revoke(self, lease_id: int) -> None:
-        await self._write(partial(_Tx.revoke, lease_id=lease_id))
+        await self._write(partial(ops.revoke, lease_id=lease_id))
 
     async def lease_ttl(self, lease_id: int) -> int:
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT deadline FROM leases WHERE id = ?", (lease_id,)
-            ).fetchone()
-        )
-        left = row[0] - self._clock() if row else 0.0
+        deadline = await self._read(partial(ops.lease_deadline, lease_id=lease_id))
+        left = deadline - self._clock() if deadline is not None else 0.0
         return round(left) if left > 0 else -1
 
     async def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[Event]:
@@ -329,13 +308,13 @@ class SQLiteStore:
             from_log = True
 
     async def compact(self, revision: int) -> None:
-        await self._write(partial(_Tx.compact, revision=revision))
+        await self._write(partial(ops.compact, revision=revision))
 
     async def revision(self) -> int:
         return await self._read(partial(_meta, name="revision"))
 
     async def status(self) -> StoreStatus:
-        rev, compact = await self._read(lambda db: (_meta(db, "revision"), _meta(db, "compact")))
+        rev, compact = await self._read(ops.revisions)
         return StoreStatus("sqlite", rev, compact, (str(self.path),))
 
     async def close(self) -> None:

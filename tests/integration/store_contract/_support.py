@@ -18,7 +18,7 @@ from typing import Any, cast
 from podium.store import Event, Store
 from podium.store.etcd import EtcdStore
 from podium.store.memory import MemoryStore
-from podium.store.sqlite import SQLiteStore
+from podium.store.sqlite import SQLiteStore, WorkerKind
 from tests.support.etcd import EtcdCluster, wipe
 
 
@@ -65,14 +65,17 @@ class MemoryBackend(Backend):
 class SQLiteBackend(Backend):
     name = "sqlite"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, worker: WorkerKind = "thread") -> None:
         self.folder = folder
         self.clock = FakeClock()
+        self.worker: WorkerKind = worker
         self._n = itertools.count()
 
     async def open(self) -> Store:
         path = self.folder / f"store{next(self._n)}" / "podium.db"
-        return SQLiteStore(path, clock=self.clock, sweep_interval=0.02, poll_interval=0.1)
+        return SQLiteStore(
+            path, clock=self.clock, sweep_interval=0.02, poll_interval=0.1, worker=self.worker
+        )
 
     async def elapse(self, seconds: float) -> None:
         self.clock.now += seconds

@@ -17,12 +17,21 @@ from tests.integration.store_contract._support import (
 )
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite-process",
+        pytest.param("etcd", marks=pytest.mark.etcd),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "memory":
         return MemoryBackend()
     if request.param == "sqlite":
         return SQLiteBackend(tmp_path)
+    if request.param == "sqlite-process":
+        return SQLiteBackend(tmp_path, worker="process")
     return EtcdBackend(request.getfixturevalue("etcd_cluster"))
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from podium.store import Compacted, Compare, EventType, Put, StoreError
+from podium.store import (
+    Compacted,
+    Compare,
+    EventType,
+    InvalidStoreURL,
+    Put,
+    StoreError,
+    StoreUnavailable,
+)
+from podium.store._sqlite_process import ProcessWorker
 from podium.store.sqlite import SQLiteStore
 from tests.integration.store_contract._support import FakeClock, take, wait_until, watching
 
@@ -25,10 +34,11 @@ WRITER = textwrap.dedent(
     from podium.store import Put
     from podium.store.sqlite import SQLiteStore
 
-    async def main(path):
-        store = SQLiteStore(path)
+    async def main(path, worker):
+        store = SQLiteStore(path, worker=worker)
         lease = await store.grant(3600)
-        print("lease", lease.id, flush=True)
+        proc = getattr(store._worker, "_proc", None)
+        print("lease", lease.id, proc.pid if proc else 0, flush=True)
         i = 0
         while True:
             i += 1
@@ -39,20 +49,26 @@ WRITER = textwrap.dedent(
                 rev = (await store.txn([], ops)).revision
             print("ack", i, rev, flush=True)
 
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
 )
 
 
-async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", ["thread", "process"])
+async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, worker: str) -> None:
+    """kill -9 mid-stream: every acknowledged write is in the file; a worker process
+    ends with its parent (its socket closes)."""
     path = tmp_path / "podium.db"
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", WRITER, str(path), worker], stdout=subprocess.PIPE, text=True
     )
     acked: dict[int, int] = {}
+    child = 0
     try:
         assert proc.stdout is not None
-        lease = int(proc.stdout.readline().split()[1])
+        _, lease_id, child_pid = proc.stdout.readline().split()
+        lease, child = int(lease_id), int(child_pid)
+        assert (child != 0) == (worker == "process")
         while len(acked) < 300:
             _, i, rev = proc.stdout.readline().split()
             acked[int(i)] = int(rev)
@@ -72,6 +88,16 @@ async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert await store.lease_ttl(lease) > 0  # the lease survived, with a fresh TTL
     finally:
         await store.close()
+    if child:
+        await wait_until(lambda: _gone(child), timeout=10, what=f"worker {child} to end")
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
 
 async def test_reopening_keeps_revisions_history_and_leases(tmp_path: Path) -> None:
@@ -256,3 +282,39 @@ async def test_large_transactions_write_and_read_every_key_once(tmp_path: Path) 
         assert await store.get("m/x") is None
     finally:
         await store.close()
+
+
+async def test_a_dead_worker_process_fails_its_jobs_clearly(tmp_path: Path) -> None:
+    """The worker process killed: what waited and what comes later fail as
+    StoreUnavailable (never hang); the file keeps every acknowledged write."""
+    path = tmp_path / "podium.db"
+    store = SQLiteStore(path, worker="process")
+    try:
+        rev = await store.put("a", b"1")
+        worker = store._worker
+        assert isinstance(worker, ProcessWorker)
+        os.kill(worker._proc.pid, signal.SIGKILL)
+        with pytest.raises(StoreUnavailable, match="worker process"):
+            async with asyncio.timeout(10):
+                while True:  # the first jobs may still be on their way to the dead child
+                    await store.put("b", b"2")
+        with pytest.raises(StoreUnavailable, match="worker process"):
+            await asyncio.wait_for(store.get("a"), 10)
+    finally:
+        await store.close()
+    again = SQLiteStore(path, worker="process")
+    try:
+        kv = await again.get("a")
+        assert kv is not None and kv.mod_revision == rev
+    finally:
+        await again.close()
+    assert again._worker is not None
+    assert isinstance(again._worker, ProcessWorker) and again._worker._proc.returncode == 0
+
+
+async def test_a_server_store_url_runs_its_worker_in_a_process(tmp_path: Path) -> None:
+    store = SQLiteStore.from_url(f"sqlite:///{tmp_path}/podium.db")
+    thread = SQLiteStore.from_url(f"sqlite:///{tmp_path}/other.db?worker=thread")
+    assert (store.worker_kind, thread.worker_kind) == ("process", "thread")
+    with pytest.raises(InvalidStoreURL, match="worker must be 'process'"):
+        SQLiteStore.from_url(f"sqlite:///{tmp_path}/x.db?worker=fibre")
