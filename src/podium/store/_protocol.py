@@ -19,10 +19,14 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 CompareTarget = Literal["version", "create", "mod", "value", "lease"]
 CompareOp = Literal["=", "!=", "<", ">"]
+
+# The records below pickle as their constructor call (``__reduce__``): the SQLite store's
+# worker process gets its jobs and returns their results pickled, and the default of a
+# slots dataclass (state through Python-level getstate/setstate) cost several times more.
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,16 @@ class KeyValue:
     mod_revision: int
     version: int
     lease: int = 0
+
+    def __reduce__(self) -> tuple[type[KeyValue], tuple[Any, ...]]:
+        return KeyValue, (
+            self.key,
+            self.value,
+            self.create_revision,
+            self.mod_revision,
+            self.version,
+            self.lease,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +64,9 @@ class Compare:
     op: CompareOp
     value: int | bytes
 
+    def __reduce__(self) -> tuple[type[Compare], tuple[Any, ...]]:
+        return Compare, (self.key, self.target, self.op, self.value)
+
 
 @dataclass(frozen=True, slots=True)
 class Put:
@@ -59,6 +76,9 @@ class Put:
     value: bytes
     lease: int = 0
 
+    def __reduce__(self) -> tuple[type[Put], tuple[Any, ...]]:
+        return Put, (self.key, self.value, self.lease)
+
 
 @dataclass(frozen=True, slots=True)
 class Delete:
@@ -67,6 +87,9 @@ class Delete:
     key: str
     prefix: bool = False
 
+    def __reduce__(self) -> tuple[type[Delete], tuple[Any, ...]]:
+        return Delete, (self.key, self.prefix)
+
 
 @dataclass(frozen=True, slots=True)
 class Get:
@@ -74,6 +97,9 @@ class Get:
 
     key: str
     prefix: bool = False
+
+    def __reduce__(self) -> tuple[type[Get], tuple[Any, ...]]:
+        return Get, (self.key, self.prefix)
 
 
 Op = Put | Delete | Get
@@ -90,6 +116,9 @@ class OpResult:
     kvs: tuple[KeyValue, ...] = ()
     deleted: int = 0
 
+    def __reduce__(self) -> tuple[type[OpResult], tuple[Any, ...]]:
+        return OpResult, (self.kvs, self.deleted)
+
 
 @dataclass(frozen=True, slots=True)
 class TxnResult:
@@ -99,6 +128,9 @@ class TxnResult:
     revision: int
     results: tuple[OpResult, ...] = ()
 
+    def __reduce__(self) -> tuple[type[TxnResult], tuple[Any, ...]]:
+        return TxnResult, (self.succeeded, self.revision, self.results)
+
 
 @dataclass(frozen=True, slots=True)
 class RangeResult:
@@ -106,6 +138,9 @@ class RangeResult:
 
     kvs: tuple[KeyValue, ...]
     revision: int
+
+    def __reduce__(self) -> tuple[type[RangeResult], tuple[Any, ...]]:
+        return RangeResult, (self.kvs, self.revision)
 
 
 class EventType(enum.Enum):
@@ -128,6 +163,9 @@ class Event:
     kv: KeyValue
     prev_kv: KeyValue | None = None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # (a field is named type)
+        return Event, (self.type, self.kv, self.prev_kv)
+
     @property
     def revision(self) -> int:
         return self.kv.mod_revision
@@ -139,6 +177,9 @@ class Lease:
 
     id: int
     ttl: int
+
+    def __reduce__(self) -> tuple[type[Lease], tuple[Any, ...]]:
+        return Lease, (self.id, self.ttl)
 
 
 @dataclass(frozen=True, slots=True)
