@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from podium.server import ServerError, ServerSettings, serve
+from podium.server._gc import FreezeSurvivors
 from podium.server._settings import (
     FAILURES_HELP,
     HOT_HELP,
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         rebalance_hot=args.rebalance_hot,
     )
     try:
+        FreezeSurvivors().install()  # (this process only: not when serve() is embedded)
         asyncio.run(serve(settings))
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
