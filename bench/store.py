@@ -1,7 +1,8 @@
 """Store backends head to head: ``python bench/store.py [--json] [--ops N] [--dir DIR]``.
 
-For SQLite (a file on the real disk) and a single-node etcd started here (data on the
-same disk, and on tmpfs when /dev/shm exists) it measures, in one run:
+For SQLite (a file on the real disk; its worker as a thread, as an embedded store has
+it, and as a process, as a server's store has it) and a single-node etcd started here
+(data on the same disk, and on tmpfs when /dev/shm exists) it measures, in one run:
 
 - sequential put/s (one put awaited after another),
 - txn/s (sequential compare-and-put: ``mod == last`` then put),
@@ -145,6 +146,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         sqlite = SQLiteStore(root / "sqlite" / "podium.db")
         results["backends"]["sqlite"] = await measure(sqlite, args.ops, args.phase_timeout)
+        # a server's store (sqlite:// URL) runs its worker in a process of its own
+        child = SQLiteStore(root / "sqlite-process" / "podium.db", worker="process")
+        results["backends"]["sqlite_process"] = await measure(child, args.ops, args.phase_timeout)
         if etcd_binary() is None:
             results["etcd"] = "etcd is not installed: skipped"
             return results
@@ -182,9 +186,9 @@ def table(results: dict[str, Any]) -> str:
         ("watch_p50_ms", "watch p50 ms", "{:.2f}"),
         ("watch_p99_ms", "watch p99 ms", "{:.2f}"),
     ]
-    lines = [f"{'backend':<12}" + "".join(f"{title:>15}" for _, title, _ in cols)]
+    lines = [f"{'backend':<15}" + "".join(f"{title:>15}" for _, title, _ in cols)]
     for name, row in results["backends"].items():
-        lines.append(f"{name:<12}" + "".join(f"{fmt.format(row[k]):>15}" for k, _, fmt in cols))
+        lines.append(f"{name:<15}" + "".join(f"{fmt.format(row[k]):>15}" for k, _, fmt in cols))
     lines.append(
         f"({results['ops']} ops each, {results['value_bytes']}-byte values, "
         f"disk dir {results['disk_dir']}, {results['machine']})"

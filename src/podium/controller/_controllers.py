@@ -124,7 +124,7 @@ class AppController:
     """
 
     name = "app"
-    workers = 4
+    workers = 16  # apps created at once: each is a chain of store round trips
     debounce = 0.05
 
     def __init__(self, ctx: Context) -> None:
