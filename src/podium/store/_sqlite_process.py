@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from podium.store._sqlite_db import logged_event
-from podium.store._sqlite_worker import MAX_BATCH, Engine, Outcome, Settle, Work, settle_later
+from podium.store._sqlite_worker import (
+    MAX_BATCH,
+    Engine,
+    Outcome,
+    Settle,
+    Work,
+    settle_later,
+    take_batch,
+)
 from podium.store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -104,14 +112,7 @@ class ProcessWorker:
         is gone, fail each job instead (nothing else would answer it)."""
         broken = stop = False
         while not stop:
-            batch = [self._outbox.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            items = [item for item in batch if item is not None]
+            items, stop = take_batch(self._outbox)
             if not items:
                 continue
             failed = [future for _, future in items]

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from podium.store._protocol import Event
 from podium.store._sqlite_db import _LEASE_DUE, _SCHEMA, SCHEMA_VERSION, _meta, _Tx, logged_event
@@ -26,6 +26,7 @@ from podium.store.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BATCH = 512  # jobs per worker round: bounds the latency a batch adds to its reads
 
@@ -257,6 +258,18 @@ class Engine:
             result.rows = tx.rows
 
 
+def take_batch(source: queue.SimpleQueue[T | None]) -> tuple[list[T], bool]:
+    """The next batch: wait for one item, then take what else is queued, up to
+    ``MAX_BATCH``. Returns (the items, whether a stop (None) came with them)."""
+    batch = [source.get()]
+    while len(batch) < MAX_BATCH:
+        try:
+            batch.append(source.get_nowait())
+        except queue.Empty:
+            break
+    return [item for item in batch if item is not None], None in batch
+
+
 def settle_later(
     loop: asyncio.AbstractEventLoop,
     settle: Settle,
@@ -300,14 +313,7 @@ class ThreadWorker:
         try:
             stop = False
             while not stop:
-                batch = [self._queue.get()]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = None in batch
-                items = [item for item in batch if item is not None]
+                items, stop = take_batch(self._queue)
                 if not items:
                     continue
                 result = self._engine.run([work for work, _ in items])
