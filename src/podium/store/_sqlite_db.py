@@ -63,7 +63,7 @@ _KV_GET_MANY = "SELECT key, value, create_rev, mod_rev, version, lease FROM kv W
 _MAX_ROWS = 64
 _MAX_KEYS = 256
 _LOG_READ = (
-    "SELECT rev, type, key, value, create_rev, version, lease,"
+    "SELECT rev, sub, type, key, value, create_rev, version, lease,"
     " prev_value, prev_create_rev, prev_mod_rev, prev_version, prev_lease FROM log"
     " WHERE rev BETWEEN :first AND :last AND key >= :lo AND (:hi IS NULL OR key < :hi)"
     " ORDER BY rev, sub"
@@ -89,18 +89,9 @@ def _kv(row: Sequence[Any]) -> KeyValue:
     return KeyValue(bytes(row[0]).decode(), bytes(row[1]), row[2], row[3], row[4], row[5])
 
 
-def _event(row: Sequence[Any]) -> Event:
-    rev, kind, key, value, create, version, lease = row[:7]
-    name = bytes(key).decode()
-    kv = KeyValue(name, bytes(value), create, rev, version, lease)
-    prev = None
-    if row[9] is not None:
-        prev = KeyValue(name, bytes(row[7]), row[8], row[9], row[10], row[11])
-    return Event(EventType.PUT if kind == _PUT else EventType.DELETE, kv, prev)
-
-
 def logged_event(row: Sequence[Any]) -> Event:
-    """The event of one ``log`` row as written (``_LOG_INSERT``'s parameters)."""
+    """The event of one ``log`` row: as written (``_LOG_INSERT``'s parameters) or read
+    back (``_LOG_READ``, the same columns)."""
     rev, _, kind, raw, value, create, version, lease, p_value, p_create, p_mod, p_ver, p_lease = row
     name = raw.decode()
     kv = KeyValue(name, value, create, rev, version, lease)
@@ -159,14 +150,14 @@ class _Tx:
         ``before``: keys already read in this transaction, as they were before ``ops``.
         ``checked``: the caller already ran :func:`check_txn_ops` on ``ops``.
 
-        Puts are written with one ``executemany`` per run of puts (a branch puts a key
+        Puts are gathered and written together by :meth:`_flush` (a branch puts a key
         at most once, so no put reads another's row); a delete or a get first flushes
         the puts before it, so it sees them.
         """
         if not checked:
             check_txn_ops(ops)
         for op in ops:
-            if type(op) is Put and op.lease and not self.lease_alive(op.lease):
+            if isinstance(op, Put) and op.lease and not self.lease_alive(op.lease):
                 raise LeaseNotFound(op.lease)
         rev, sub = self.rev + 1, 0
         results: list[OpResult] = []
@@ -189,7 +180,7 @@ class _Tx:
             if isinstance(op, Delete):
                 victims = self.range(op.key, op.prefix)
                 for prev in victims:
-                    raw = prev.key.encode()
+                    raw = _enc(prev.key)
                     self.db.execute("DELETE FROM kv WHERE key = ?", (raw,))
                     head = (rev, sub, _DELETE, raw, b"", prev.create_revision, 0, 0)
                     log_rows.append((*head, *_prev_columns(prev)))
@@ -303,4 +294,4 @@ def _read_events(
     if last < next_rev:
         return [], next_rev, False
     rows = db.execute(_LOG_READ, {"first": next_rev, "last": last, **_bounds(prefix)})
-    return [_event(r) for r in rows], last + 1, last < rev
+    return [logged_event(r) for r in rows], last + 1, last < rev

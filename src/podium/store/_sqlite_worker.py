@@ -166,12 +166,7 @@ class Engine:
                 "create it or pass another --store"
             ) from err
         try:
-            db = sqlite3.connect(
-                self._path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
         except sqlite3.Error as err:
             raise self.error(err) from err
         try:
