@@ -48,9 +48,16 @@ INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('revision', 1), ('compact', 0)
 # Keys are UTF-8 BLOBs: BLOB order is byte order, which is code point order. A prefix
 # range is ``key >= :lo AND key < :hi`` with ``:hi`` NULL when there is no upper bound.
 _KV_GET = "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?"
+# Two statements, not one with ``(:hi IS NULL OR key < :hi)``: SQLite cannot bound an
+# index search by an OR, so that form scans every key from :lo to the end of the table
+# (a read of an empty prefix then cost a scan of a million guests).
 _KV_RANGE = (
     "SELECT key, value, create_rev, mod_rev, version, lease FROM kv"
-    " WHERE key >= :lo AND (:hi IS NULL OR key < :hi) ORDER BY key LIMIT :limit"
+    " WHERE key >= :lo AND key < :hi ORDER BY key LIMIT :limit"
+)
+_KV_RANGE_TO_END = (
+    "SELECT key, value, create_rev, mod_rev, version, lease FROM kv"
+    " WHERE key >= :lo ORDER BY key LIMIT :limit"
 )
 _KV_PUT = "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES "
 _LOG_INSERT = (
@@ -83,6 +90,16 @@ def _bounds(prefix: str) -> dict[str, bytes | None]:
     """``:lo``/``:hi`` parameters selecting the keys that start with ``prefix``."""
     lo = _enc(prefix)
     return {"lo": lo, "hi": prefix_end_bytes(lo)}
+
+
+def kv_range(db: sqlite3.Connection, lo: bytes, hi: bytes | None, limit: int) -> list[KeyValue]:
+    """The keys in ``[lo, hi)`` (``hi`` None: to the end), in order, at most ``limit``
+    (-1: all)."""
+    if hi is None:
+        rows = db.execute(_KV_RANGE_TO_END, {"lo": lo, "limit": limit})
+    else:
+        rows = db.execute(_KV_RANGE, {"lo": lo, "hi": hi, "limit": limit})
+    return [_kv(r) for r in rows]
 
 
 def _kv(row: Sequence[Any]) -> KeyValue:
@@ -133,7 +150,8 @@ class _Tx:
         if not prefix:
             kv = self.get(key)
             return [kv] if kv else []
-        return [_kv(r) for r in self.db.execute(_KV_RANGE, {**_bounds(key), "limit": -1})]
+        lo = _enc(key)
+        return kv_range(self.db, lo, prefix_end_bytes(lo), -1)
 
     def lease_alive(self, lease_id: int) -> bool:
         return bool(self.db.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone())
@@ -159,6 +177,12 @@ class _Tx:
         for op in ops:
             if isinstance(op, Put) and op.lease and not self.lease_alive(op.lease):
                 raise LeaseNotFound(op.lease)
+        # No op of a branch changes a key it puts (see check_txn_ops): read every put
+        # key's previous row up front, with a few IN queries rather than one per put.
+        prevs = dict(before or {})
+        missing = [op.key for op in ops if isinstance(op, Put) and op.key not in prevs]
+        if missing:
+            prevs.update(self.get_many(missing))
         rev, sub = self.rev + 1, 0
         results: list[OpResult] = []
         kv_rows: list[tuple[Any, ...]] = []
@@ -167,7 +191,7 @@ class _Tx:
         for op in ops:
             if isinstance(op, Put):
                 key = op.key
-                prev = before[key] if before and key in before else self.get(key)
+                prev = prevs[key]
                 create, version = (prev.create_revision, prev.version + 1) if prev else (rev, 1)
                 raw = _enc(key)
                 kv_rows.append((raw, op.value, create, rev, version, op.lease))

@@ -20,7 +20,7 @@ from podium.store._protocol import (
     RangeResult,
     TxnResult,
 )
-from podium.store._sqlite_db import _KV_GET, _KV_RANGE, _kv, _meta, _Tx
+from podium.store._sqlite_db import _KV_GET, _kv, _meta, _Tx, kv_range
 from podium.store._txn import check_compare
 from podium.store.errors import LeaseNotFound
 
@@ -31,8 +31,7 @@ def get(db: sqlite3.Connection, key: bytes) -> KeyValue | None:
 
 
 def range_(db: sqlite3.Connection, lo: bytes, hi: bytes | None, limit: int) -> RangeResult:
-    rows = db.execute(_KV_RANGE, {"lo": lo, "hi": hi, "limit": limit}).fetchall()
-    return RangeResult(tuple(_kv(r) for r in rows), _meta(db, "revision"))
+    return RangeResult(tuple(kv_range(db, lo, hi, limit)), _meta(db, "revision"))
 
 
 def lease_deadline(db: sqlite3.Connection, lease_id: int) -> float | None:
