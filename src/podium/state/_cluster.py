@@ -6,6 +6,7 @@ The API, the controllers and the tools all go through here, so the key layout
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -178,9 +179,13 @@ class ClusterState:
                 self.store, self.guest_network, reserve=[m.spec for m in manifests]
             )
             idents = _profiles.Realiser(self, manifests, attempt=attempt)
+            # every object's current record at once: one store round trip, not one per
+            # object (under load each round trip waits behind a batch of writes)
+            names = [keys.object_key(m.kind, m.name) for m in manifests]
+            found = dict(zip(names, await asyncio.gather(*map(self._get_json, names)), strict=True))
             for m in _profiles.in_order(manifests):
                 key = keys.object_key(m.kind, m.name)
-                current, kv = await self._get_json(key)
+                current, kv = found[key]
                 if current and current.get("owner"):
                     raise Conflict(
                         f"{m.kind.value} {m.name!r} is owned by App {current['owner']!r}; "
