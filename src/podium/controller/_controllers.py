@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from podium.controller import _snapshot as snap
 from podium.controller._backups import BackupSweeper
@@ -53,7 +53,14 @@ THREAD_PLACEMENT = 256  # guests to place from which the scheduler runs off the 
 # (the scheduler's bulk path) where a few hundred go one guest at a time.
 BURST_GATHER = 0.25
 LIVENESS_SWEEP = "~liveness"  # the host controller's periodic key (no host name has a "~")
-CREATE_CHUNK = 1000  # guests per create call (it fills transactions up to the store limit)
+# Guest creation: each create call fills store transactions (at most 128 operations,
+# etcd's limit) one after another, so one app is a chain of store round trips. An app
+# runs up to CREATE_PER_APP calls at once, and all apps together CREATE_IN_FLIGHT: the
+# store's queue stays short (API requests wait behind it), yet when only a few apps are
+# left to create each of them gets more of it.
+CREATE_CHUNK = 256  # guests per create call
+CREATE_PER_APP = 4
+CREATE_IN_FLIGHT = 32
 
 
 @dataclass(eq=False)
@@ -132,6 +139,7 @@ class AppController:
         self._apps = keys.object_prefix(Kind.APP)
         self._guests = keys.object_prefix(Kind.GUEST)
         self._written: dict[str, int] = {}  # app -> store revision after its last write
+        self._creating = asyncio.Semaphore(CREATE_IN_FLIGHT)  # create calls of all apps
         self.prefixes: tuple[str, ...] = (self._apps, self._guests)
 
     def keys_for(self, event: Event) -> Iterable[str]:
@@ -161,9 +169,7 @@ class AppController:
         wrote = False
         for action in plan_app(key, record, guests, taken=lambda n: cache.guest(n) is not None):
             if isinstance(action, CreateGuests):
-                for i in range(0, len(action.guests), CREATE_CHUNK):  # store txns are bounded
-                    chunk = action.guests[i : i + CREATE_CHUNK]
-                    await state.create_owned_guests(action.app, chunk, guard=guard, known=cache)
+                await self._create(action, guard)
                 wrote = True
             elif isinstance(action, DeleteGuests):
                 for name in action.names:
@@ -176,6 +182,30 @@ class AppController:
             self._written[key] = await state.store.revision()
         elif record is None:
             self._written.pop(key, None)
+
+    async def _create(self, action: CreateGuests, guard: list[Compare]) -> None:
+        """Create the action's guests, CREATE_CHUNK per call, up to CREATE_PER_APP calls
+        at once; the first failure cancels the rest (a retry creates what is missing)."""
+        chunks = [
+            action.guests[i : i + CREATE_CHUNK] for i in range(0, len(action.guests), CREATE_CHUNK)
+        ]
+        own = asyncio.Semaphore(CREATE_PER_APP)
+
+        async def one(chunk: Sequence[tuple[str, dict[str, Any]]]) -> None:
+            async with own, self._creating:
+                await self.ctx.state.create_owned_guests(
+                    action.app, chunk, guard=guard, known=self.ctx.cache
+                )
+
+        if len(chunks) == 1:
+            await one(chunks[0])
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for chunk in chunks:
+                    group.create_task(one(chunk))
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None  # the first is the cause; the rest follow
 
 
 class HostController:
