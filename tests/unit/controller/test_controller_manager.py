@@ -6,6 +6,9 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
+from podium.controller import _controllers as ctl
 from podium.model import GuestState, HostState, Kind, Manifest, Resources
 from podium.state import ClusterState, keys, loads
 from podium.store import EventType
@@ -355,3 +358,41 @@ async def test_a_deposed_leader_creates_deletes_and_notes_nothing(
         await state.apply([app("web", 0, request={**REQ, "cpu": 64})])
         await asyncio.sleep(0.3)
         assert "web-1" in await guests(state)  # and none deleted
+
+
+async def test_large_apps_are_created_in_bounded_parallel_chunks(
+    state: ClusterState, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    now = {"all": 0}
+    create = state.create_owned_guests
+
+    async def counting(app_name: str, specs: Any, **kw: Any) -> int:
+        calls[app_name] = calls.get(app_name, 0) + 1
+        now[app_name] = now.get(app_name, 0) + 1
+        now["all"] += 1
+        peak[app_name] = max(peak.get(app_name, 0), now[app_name])
+        peak["all"] = max(peak.get("all", 0), now["all"])
+        try:
+            await asyncio.sleep(0.01)  # hold the slot, so calls overlap
+            return await create(app_name, specs, **kw)
+        finally:
+            now[app_name] -= 1
+            now["all"] -= 1
+
+    monkeypatch.setattr(state, "create_owned_guests", counting)
+    replicas = 5 * ctl.CREATE_CHUNK + 7
+    async with running(state, clock):
+        await state.apply([app("big", replicas), app("small", 3)])
+
+        async def created() -> bool:
+            res = await state.store.range(keys.object_prefix(Kind.GUEST))
+            return len(res.kvs) == replicas + 3
+
+        await eventually(created, timeout=30)
+    names = set(await guests(state))
+    assert names == {f"big-{i}" for i in range(1, replicas + 1)} | {"small-1", "small-2", "small-3"}
+    assert calls == {"big": 6, "small": 1}  # one call per chunk, none repeated
+    assert 1 < peak["big"] <= ctl.CREATE_PER_APP  # chunks of one app overlap, within the bound
+    assert peak["all"] <= ctl.CREATE_IN_FLIGHT
