@@ -64,7 +64,9 @@ class Scheduler(Protocol):
 
 def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that orders ``web-2`` before ``web-10``."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name))
+    # split on a capturing group alternates text and digit runs: the odd parts are digits
+    parts = _DIGITS.split(name)
+    return tuple([(0, int(p)) if i & 1 else (1, p) for i, p in enumerate(parts)])
 
 
 def _mix(

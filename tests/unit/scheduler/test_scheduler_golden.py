@@ -18,6 +18,7 @@ from podium.scheduler import (
     solve_instance,
     verify,
 )
+from podium.scheduler._framework import _natural
 
 BIG = Resources(cpu=8, memory_mib=8192, iops=1000, net_mbps=1000)
 SMALL = Resources(cpu=8, memory_mib=1024, iops=1000, net_mbps=1000)
@@ -109,6 +110,13 @@ def test_placements_come_in_priority_then_natural_name_order() -> None:
     guests = [*replicas("web", 11, Resources(1, 128)), db]
     result = place(rows, list(reversed(guests)))
     assert list(result.placements) == ["db-1"] + [f"web-{i}" for i in range(1, 12)]
+
+
+def test_natural_order_compares_digit_runs_as_numbers_wherever_they_are() -> None:
+    names = ["a10b2", "a2", "2", "", "10", "a2b10", "a2b2", "a", "b1", "a10"]
+    assert sorted(names, key=_natural) == [
+        "", "2", "10", "a", "a2", "a2b2", "a2b10", "a10", "a10b2", "b1",
+    ]  # fmt: skip
 
 
 def test_ties_break_by_guest_name_and_replay_exactly() -> None:
