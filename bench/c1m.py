@@ -17,7 +17,9 @@
 Reports seconds to register, to acknowledge the apply, until every guest exists, until
 every guest is bound, the binds per second, and the bench's own CPU seconds while it
 waited (``bench_cpu_s``: observer and keepalives; ``recounts``: full key counts the
-observer made); stops at ``--timeout`` with what it reached. Kills its server by PID and
+observer made), and how the keepalives fared meanwhile (``keepalive_p50_ms``,
+``keepalive_p99_ms``, ``keepalive_max_ms``, ``keepalive_failed``: does the agents' API
+keep up with the rollout?); stops at ``--timeout`` with what it reached. Kills its server by PID and
 removes its temp dir.
 """
 
@@ -155,8 +157,35 @@ async def _register(
     return out
 
 
+class _Renewals:
+    """How the server answered the keepalives while it worked: seconds each took, and
+    how many failed (an error status or no answer), so a run shows whether the agents'
+    API kept up with the rollout."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.failed = 0
+
+    def summary(self) -> dict[str, Any]:
+        took = sorted(self.seconds)
+
+        def at(q: float) -> float | None:
+            return round(took[min(len(took) - 1, int(q * len(took)))] * 1000, 1) if took else None
+
+        return {
+            "keepalives": len(took) + self.failed,
+            "keepalive_failed": self.failed,
+            "keepalive_p50_ms": at(0.50),
+            "keepalive_p99_ms": at(0.99),
+            "keepalive_max_ms": round(took[-1] * 1000, 1) if took else None,
+        }
+
+
 async def _keepalives(
-    links: list[httpx.AsyncClient], hosts: list[tuple[str, str, int]], since: float
+    links: list[httpx.AsyncClient],
+    hosts: list[tuple[str, str, int]],
+    since: float,
+    renewals: _Renewals,
 ) -> None:
     """Renew every lease every TTL/4, the first time TTL/4 after ``since`` (registration
     began: every lease is younger), until cancelled. Each link renews its share of the
@@ -166,9 +195,17 @@ async def _keepalives(
 
     async def work(http: httpx.AsyncClient, share: list[tuple[str, str, int]]) -> None:
         for name, token, lease in share:
-            with contextlib.suppress(httpx.HTTPError):
-                await http.post(f"/api/v1/agent/{name}/keepalive", json={"lease": lease},
-                                headers={"authorization": f"Bearer {token}"})  # fmt: skip
+            start = time.monotonic()
+            try:
+                resp = await http.post(f"/api/v1/agent/{name}/keepalive", json={"lease": lease},
+                                       headers={"authorization": f"Bearer {token}"})  # fmt: skip
+            except httpx.HTTPError:
+                renewals.failed += 1
+                continue
+            if resp.is_success:
+                renewals.seconds.append(time.monotonic() - start)
+            else:
+                renewals.failed += 1
 
     n, due = len(links), since + interval
     while True:
@@ -254,7 +291,8 @@ async def run(
             registered = await _register(links, join, hosts)
             result["register_s"] = round(time.monotonic() - t0, 2)
             say(f"{hosts} hosts registered in {result['register_s']} s")
-            renew = asyncio.create_task(_keepalives(links, registered, since=t0))
+            renewals = _Renewals()
+            renew = asyncio.create_task(_keepalives(links, registered, t0, renewals))
             try:
                 t1 = time.monotonic()
                 docs = _apps(guests, per_app)
@@ -277,6 +315,7 @@ async def run(
             finally:
                 renew.cancel()
                 await asyncio.gather(renew, return_exceptions=True)
+            result.update(renewals.summary())
     finally:
         support.stop_server(server)
         shutil.rmtree(tmp, ignore_errors=True)
