@@ -9,6 +9,7 @@
 Every backend passes the same contract suite (``tests/integration/store_contract``).
 """
 
+from podium.store._priority import bulk_writes
 from podium.store._protocol import (
     Compare,
     Delete,
@@ -57,5 +58,6 @@ __all__ = [
     "StoreStatus",
     "StoreUnavailable",
     "TxnResult",
+    "bulk_writes",
     "open_store",
 ]

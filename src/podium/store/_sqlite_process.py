@@ -37,8 +37,8 @@ from typing import Any
 
 from podium.store._sqlite_db import logged_event
 from podium.store._sqlite_worker import (
-    MAX_BATCH,
     Engine,
+    Lanes,
     Outcome,
     Settle,
     Work,
@@ -191,22 +191,9 @@ def _child(fd: int, path: str, busy_timeout: float) -> None:
 
     threading.Thread(target=receive, name="receive", daemon=True).start()
     engine = Engine(Path(path), busy_timeout)
+    lanes = Lanes(inbox, lambda item: item[1])
     try:
-        stop = False
-        while not stop:
-            first = inbox.get()
-            if first is None:
-                break
-            items = list(first)
-            while len(items) < MAX_BATCH:
-                try:
-                    more = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                items += more
+        while (items := lanes.next_batch()) is not None:
             result = engine.run([work for _, work in items])
             numbers = [number for number, _ in items]
             payload = (numbers, result.outcomes, result.first, result.rows)

@@ -8,6 +8,7 @@ on the connection; :class:`ThreadWorker` drives it from a thread of this process
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from podium.store._protocol import Event
 from podium.store._sqlite_db import _LEASE_DUE, _SCHEMA, SCHEMA_VERSION, _meta, _Tx, logged_event
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 512  # jobs per worker round: bounds the latency a batch adds to its reads
+# Bulk jobs (podium.store.bulk_writes) per round, after every other job: each is a
+# transaction of up to 128 operations, so 16 of them are ~0.1 s of work, which is then
+# the most an API request or a keepalive waits behind them.
+BULK_BATCH = 16
 
 
 CACHE_KIB = 256 * 1024  # page cache per connection
@@ -48,6 +53,7 @@ class Work:
     write: bool
     durable: bool
     now: float  # the store's clock when the job was submitted
+    bulk: bool = False  # submitted inside bulk_writes(): others may go first
 
 
 @dataclass(slots=True)
@@ -253,6 +259,46 @@ class Engine:
             result.rows = tx.rows
 
 
+class Lanes(Generic[T]):
+    """The jobs waiting for the engine, in two lanes, and the next batch from them.
+
+    ``source`` delivers lists of jobs (None: stop). A batch takes every job waiting in
+    the ordinary lane (up to ``MAX_BATCH``), then up to ``BULK_BATCH`` bulk jobs, oldest
+    first; the bulk jobs left wait for later batches while new ordinary jobs overtake
+    them. Once the stop has come and both lanes are empty, :meth:`next_batch` returns
+    None.
+    """
+
+    def __init__(
+        self, source: queue.SimpleQueue[list[T] | None], work_of: Callable[[T], Work]
+    ) -> None:
+        self._source = source
+        self._work_of = work_of
+        self._now: collections.deque[T] = collections.deque()
+        self._bulk: collections.deque[T] = collections.deque()
+        self._stopped = False
+
+    def next_batch(self) -> list[T] | None:
+        if not (self._now or self._bulk or self._stopped):
+            self._add(self._source.get())  # wait for work
+        while not self._stopped:  # and take whatever else came meanwhile
+            try:
+                self._add(self._source.get_nowait())
+            except queue.Empty:
+                break
+        batch = [self._now.popleft() for _ in range(min(len(self._now), MAX_BATCH))]
+        room = min(BULK_BATCH, MAX_BATCH - len(batch))
+        batch += [self._bulk.popleft() for _ in range(min(len(self._bulk), room))]
+        return batch if batch or not self._stopped else None
+
+    def _add(self, jobs: list[T] | None) -> None:
+        if jobs is None:
+            self._stopped = True
+            return
+        for job in jobs:
+            (self._bulk if self._work_of(job).bulk else self._now).append(job)
+
+
 def take_batch(source: queue.SimpleQueue[T | None]) -> tuple[list[T], bool]:
     """The next batch: wait for one item, then take what else is queued, up to
     ``MAX_BATCH``. Returns (the items, whether a stop (None) came with them)."""
@@ -288,7 +334,7 @@ class ThreadWorker:
         self._engine = Engine(path, busy_timeout)
         self._loop = loop
         self._settle = settle
-        self._queue: queue.SimpleQueue[tuple[Work, asyncio.Future[Any]] | None] = (
+        self._queue: queue.SimpleQueue[list[tuple[Work, asyncio.Future[Any]]] | None] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._run, name=f"podium-sqlite:{path}")
@@ -296,7 +342,7 @@ class ThreadWorker:
         self._thread.start()
 
     def submit(self, work: Work, future: asyncio.Future[Any]) -> None:
-        self._queue.put((work, future))
+        self._queue.put([(work, future)])
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -305,12 +351,9 @@ class ThreadWorker:
         self._thread.join()
 
     def _run(self) -> None:
+        lanes = Lanes(self._queue, lambda item: item[0])
         try:
-            stop = False
-            while not stop:
-                items, stop = take_batch(self._queue)
-                if not items:
-                    continue
+            while (items := lanes.next_batch()) is not None:
                 result = self._engine.run([work for work, _ in items])
                 events = [logged_event(row) for row in result.rows]
                 futures = [future for _, future in items]

@@ -45,6 +45,7 @@ from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from podium.store import _sqlite_ops as ops
+from podium.store._priority import in_bulk
 from podium.store._protocol import (
     Compare,
     Delete,
@@ -173,7 +174,7 @@ class SQLiteStore:
         if loop is not self._loop:
             raise StoreError("a SQLiteStore is bound to the event loop that first used it")
         future: asyncio.Future[T] = loop.create_future()
-        worker.submit(Work(fn, write, durable, self._clock()), future)
+        worker.submit(Work(fn, write, durable, self._clock(), in_bulk()), future)
         return await future
 
     async def _read(self, fn: Callable[..., T]) -> T:

@@ -22,6 +22,7 @@ from podium.store import (
     Put,
     StoreError,
     StoreUnavailable,
+    bulk_writes,
 )
 from podium.store._sqlite_process import ProcessWorker
 from podium.store.sqlite import SQLiteStore
@@ -318,3 +319,34 @@ async def test_a_server_store_url_runs_its_worker_in_a_process(tmp_path: Path) -
     assert (store.worker_kind, thread.worker_kind) == ("process", "thread")
     with pytest.raises(InvalidStoreURL, match="worker must be 'process'"):
         SQLiteStore.from_url(f"sqlite:///{tmp_path}/x.db?worker=fibre")
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+async def test_a_write_overtakes_queued_bulk_writes(tmp_path: Path, worker: str) -> None:
+    """200 bulk transactions of 63 puts queued; once the first is acknowledged (the
+    worker took its first batch), one plain put: it is acknowledged within a couple of
+    small batches, not after the whole queue; every bulk write lands."""
+    store = SQLiteStore(tmp_path / "podium.db", worker=worker)
+    value = b"x" * 500
+    done = 0
+
+    async def bulk(i: int) -> None:
+        nonlocal done
+        result = await store.txn([], [Put(f"bulk/{i:03d}/{k:02d}", value) for k in range(63)])
+        assert result.succeeded
+        done += 1
+
+    try:
+        await store.put("warm", b"")  # the worker is up
+        with bulk_writes():
+            tasks = [asyncio.create_task(bulk(i)) for i in range(200)]
+        async with asyncio.timeout(30):
+            while not done:  # the first batch is done: the rest wait in the queue
+                await asyncio.sleep(0.001)
+        await store.put("urgent", b"")
+        overtaken = 200 - done
+        await asyncio.gather(*tasks)
+        assert overtaken >= 100, f"the put waited for {200 - overtaken} of 200 bulk writes"
+        assert len((await store.range("bulk/")).kvs) == 200 * 63
+    finally:
+        await store.close()
