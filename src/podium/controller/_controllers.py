@@ -41,7 +41,7 @@ from podium.controller._replication import ReplicationController
 from podium.model import HostState, Kind
 from podium.scheduler import Scheduler
 from podium.state import ClusterState, NewBinding, NotFound, keys, loads, read_traffic
-from podium.store import Compare, Event, EventType
+from podium.store import Compare, Event, EventType, bulk_writes
 
 log = logging.getLogger("podium.controller")
 
@@ -193,9 +193,10 @@ class AppController:
 
         async def one(chunk: Sequence[tuple[str, dict[str, Any]]]) -> None:
             async with own, self._creating:
-                await self.ctx.state.create_owned_guests(
-                    action.app, chunk, guard=guard, known=self.ctx.cache
-                )
+                with bulk_writes():  # requests and keepalives go first
+                    await self.ctx.state.create_owned_guests(
+                        action.app, chunk, guard=guard, known=self.ctx.cache
+                    )
 
         if len(chunks) == 1:
             await one(chunks[0])
@@ -404,7 +405,8 @@ class PlacementController:
                 rest.append(action)
         failed = 0
         if first:
-            result = await self.ctx.state.bind_new(first, guard=[self.ctx.leadership.compare])
+            with bulk_writes():  # thousands at a time: requests and keepalives go first
+                result = await self.ctx.state.bind_new(first, guard=[self.ctx.leadership.compare])
             for item in result.bound:
                 self.ctx.events.record(
                     "Guest",
