@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WorkerKind = Literal["thread", "process"]
 WORKER_KINDS: tuple[str, ...] = get_args(WorkerKind)
+FEED_SLICE = 512  # events a watch hands over between two turns of the event loop
 DEFAULT_HISTORY = 100_000
 
 
@@ -281,20 +282,28 @@ class SQLiteStore:
                 if batches is None:
                     from_log = True
                 elif batches:
+                    sent = 0
                     for batch in batches:
                         for event in batch:
                             if event.kv.mod_revision >= next_rev and event.kv.key.startswith(
                                 prefix
                             ):
                                 yield event
+                                sent += 1
+                                if sent % FEED_SLICE == 0:
+                                    # a rollout commits thousands of events per batch, and a
+                                    # consumer that does not await would hold the loop for all
+                                    await asyncio.sleep(0)
                         next_rev = batch[-1].revision + 1
                     await asyncio.sleep(0)  # a long feed must not hold the loop
                     continue
             if from_log:
                 read = partial(_read_events, prefix=prefix, next_rev=next_rev)
                 events, next_rev, more = await self._read(read)
-                for event in events:
+                for sent, event in enumerate(events, 1):
                     yield event
+                    if sent % FEED_SLICE == 0:
+                        await asyncio.sleep(0)
                 if more or self._closed:
                     continue
                 from_log = False
