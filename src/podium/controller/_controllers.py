@@ -55,9 +55,9 @@ BURST_GATHER = 0.25
 LIVENESS_SWEEP = "~liveness"  # the host controller's periodic key (no host name has a "~")
 # Guest creation: each create call fills store transactions (at most 128 operations,
 # etcd's limit) one after another, so one app is a chain of store round trips. An app
-# runs up to CREATE_PER_APP calls at once, and all apps together CREATE_IN_FLIGHT: the
-# store's queue stays short (API requests wait behind it), yet when only a few apps are
-# left to create each of them gets more of it.
+# runs up to CREATE_PER_APP calls at once, and all apps together CREATE_IN_FLIGHT: a
+# rollout keeps a bounded number of writes queued in the store, yet when only a few apps
+# are left to create each of them gets more of it.
 CREATE_CHUNK = 256  # guests per create call
 CREATE_PER_APP = 4
 CREATE_IN_FLIGHT = 32
@@ -198,9 +198,6 @@ class AppController:
                         action.app, chunk, guard=guard, known=self.ctx.cache
                     )
 
-        if len(chunks) == 1:
-            await one(chunks[0])
-            return
         try:
             async with asyncio.TaskGroup() as group:
                 for chunk in chunks:
