@@ -46,7 +46,7 @@ CREATE INDEX IF NOT EXISTS leases_by_deadline ON leases (deadline);
 INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('revision', 1), ('compact', 0)
 """
 # Keys are UTF-8 BLOBs: BLOB order is byte order, which is code point order. A prefix
-# range is ``key >= :lo AND key < :hi`` with ``:hi`` NULL when there is no upper bound.
+# range is ``key >= :lo AND key < :hi``, or ``key >= :lo`` when it has no upper bound.
 _KV_GET = "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?"
 # Two statements, not one with ``(:hi IS NULL OR key < :hi)``: SQLite cannot bound an
 # index search by an OR, so that form scans every key from :lo to the end of the table
@@ -92,6 +92,12 @@ def _bounds(prefix: str) -> dict[str, bytes | None]:
     return {"lo": lo, "hi": prefix_end_bytes(lo)}
 
 
+def kv_get(db: sqlite3.Connection, raw: bytes) -> KeyValue | None:
+    """The key ``raw`` (UTF-8) as stored, or None."""
+    row = db.execute(_KV_GET, (raw,)).fetchone()
+    return _kv(row) if row else None
+
+
 def kv_range(db: sqlite3.Connection, lo: bytes, hi: bytes | None, limit: int) -> list[KeyValue]:
     """The keys in ``[lo, hi)`` (``hi`` None: to the end), in order, at most ``limit``
     (-1: all)."""
@@ -131,8 +137,7 @@ class _Tx:
         self.rows: list[tuple[Any, ...]] = []
 
     def get(self, key: str) -> KeyValue | None:
-        row = self.db.execute(_KV_GET, (_enc(key),)).fetchone()
-        return _kv(row) if row else None
+        return kv_get(self.db, _enc(key))
 
     def get_many(self, keys: Sequence[str]) -> dict[str, KeyValue | None]:
         """Each of ``keys`` as stored (None: absent), read with a few IN queries."""

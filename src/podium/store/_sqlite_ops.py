@@ -20,14 +20,13 @@ from podium.store._protocol import (
     RangeResult,
     TxnResult,
 )
-from podium.store._sqlite_db import _KV_GET, _kv, _meta, _Tx, kv_range
+from podium.store._sqlite_db import _meta, _Tx, kv_get, kv_range
 from podium.store._txn import check_compare
 from podium.store.errors import LeaseNotFound
 
 
 def get(db: sqlite3.Connection, key: bytes) -> KeyValue | None:
-    row = db.execute(_KV_GET, (key,)).fetchone()
-    return _kv(row) if row else None
+    return kv_get(db, key)
 
 
 def range_(db: sqlite3.Connection, lo: bytes, hi: bytes | None, limit: int) -> RangeResult:

@@ -20,6 +20,8 @@ Tables: ``meta`` (revision, compact revision, schema), ``kv`` (current keys), ``
 - **Watches** take each committed batch's events from an in-process feed, and read the
   log for what the feed cannot vouch for: history, and writes by another process on the
   same file, which a poll every ``poll_interval`` picks up.
+- **Bulk writes** (``podium.store.bulk_writes()``) wait in a lane of their own: every
+  batch takes the other jobs first, then at most a few bulk transactions.
 - **Worker process.** A server's store (``from_url``) runs the worker in a child
   process, so the store's Python does not wait for the GIL the controllers hold; jobs
   and outcomes cross a socket pickled. Embedded stores default to a thread.
